@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# Common helpers for the CRIB build scripts. Source, do not run.
+
+CRIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CRIB_CACHE=${CRIB_CACHE:-$HOME/.cache/crib}
+CRIB_VARIANT=${CRIB_VARIANT:-debug}
+CRIB_LOGS=$CRIB_CACHE/logs
+JOBS=${JOBS:-$(nproc)}
+CLANG=${CLANG:-clang-19}
+mkdir -p "$CRIB_CACHE" "$CRIB_LOGS"
+
+_t0=$(date +%s)
+elapsed() { local s=$(($(date +%s) - _t0)); printf '%d:%02d' $((s / 60)) $((s % 60)); }
+say() { printf '[crib %s] %s\n' "$(elapsed)" "$*" >&2; }
+die() { printf '[crib %s] error: %s\n' "$(elapsed)" "$*" >&2; exit 1; }
+
+# step NAME CMD...: run CMD with its output in a log file, showing a heartbeat every 60 s.
+# On failure say which command failed, show the log's tail and where the whole log is.
+step() {
+	local name=$1; shift
+	local log=$CRIB_LOGS/${name//[^A-Za-z0-9_.-]/_}.log
+	local start=$(date +%s)
+	say "$name ... (log: $log)"
+	"$@" >"$log" 2>&1 &
+	local pid=$!
+	while ! wait_timeout "$pid" 60; do
+		say "$name ... still running ($(( ($(date +%s) - start) / 60 )) min)"
+	done
+	local rc=0
+	wait "$pid" || rc=$?
+	if ((rc != 0)); then
+		echo "----- last lines of $log -----" >&2
+		tail -n 40 "$log" >&2
+		echo "-----" >&2
+		die "step '$name' failed (exit $rc): $*
+       full log: $log"
+	fi
+	say "$name done in $(( $(date +%s) - start )) s"
+}
+
+# wait_timeout PID SECS: 0 if PID exited within SECS, 1 otherwise.
+wait_timeout() {
+	local pid=$1 n=$2
+	while ((n-- > 0)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 1
+	done
+	! kill -0 "$pid" 2>/dev/null
+}
+
+# Digest of the files that define a build input, so caches are keyed by content.
+digest_files() {
+	(cd "$CRIB_ROOT" && find "$@" -type f ! -name '*~' 2>/dev/null | LC_ALL=C sort |
+		while read -r f; do printf '%s\n' "$f"; cat "$f"; done) | sha256sum | cut -c1-16
+}
