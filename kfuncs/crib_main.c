@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * CRIB kfunc set registration.
+ *
+ * All CRIB kfuncs are registered for BPF_PROG_TYPE_SYSCALL only: such
+ * programs run solely through BPF_PROG_RUN, in the context of the task that
+ * runs them, and never from an arbitrary kernel context. The kfuncs that
+ * walk another task's files check, at run time, that the task running the
+ * program may look at them (crib_task_file.c).
+ */
+#include <linux/bpf.h>
+#include <linux/btf.h>
+#include <linux/btf_ids.h>
+#include <linux/init.h>
+#include <linux/module.h>
+
+#include "crib.h"
+
+__bpf_kfunc_start_defs();
+
+/**
+ * bpf_crib_abi_version() - ABI version of the loaded CRIB kfunc set
+ *
+ * Lets a program (or its loader, through a test run) check which CRIB kfuncs
+ * and iterator layouts the running kernel or module provides.
+ *
+ * Return: CRIB_ABI_VERSION, major in bits 31-16 and minor in bits 15-0.
+ */
+__bpf_kfunc u32 bpf_crib_abi_version(void)
+{
+	return CRIB_ABI_VERSION;
+}
+
+__bpf_kfunc_end_defs();
+
+BTF_KFUNCS_START(crib_kfunc_ids)
+BTF_ID_FLAGS(func, bpf_crib_abi_version)
+BTF_ID_FLAGS(func, bpf_iter_task_file_new, KF_ITER_NEW)
+BTF_ID_FLAGS(func, bpf_iter_task_file_next, KF_ITER_NEXT | KF_RET_NULL)
+BTF_ID_FLAGS(func, bpf_iter_task_file_destroy, KF_ITER_DESTROY)
+BTF_ID_FLAGS(func, bpf_iter_task_file_get_fd)
+BTF_ID_FLAGS(func, bpf_iter_task_file_get_file, KF_ACQUIRE | KF_RET_NULL)
+BTF_ID_FLAGS(func, bpf_fget_task, KF_ACQUIRE | KF_RET_NULL)
+BTF_ID_FLAGS(func, bpf_crib_put_file, KF_RELEASE)
+BTF_KFUNCS_END(crib_kfunc_ids)
+
+static const struct btf_kfunc_id_set crib_kfunc_set = {
+	.owner = THIS_MODULE,
+	.set   = &crib_kfunc_ids,
+};
+
+static int __init crib_kfuncs_init(void)
+{
+	return register_btf_kfunc_id_set(BPF_PROG_TYPE_SYSCALL,
+					 &crib_kfunc_set);
+}
+
+/*
+ * Built in, module_init() is a device initcall: BTF and the kfunc tables are
+ * set up by then. There is nothing to undo on unload; BTF of the module and
+ * its kfunc set go away with the module.
+ */
+module_init(crib_kfuncs_init);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("CRIB: kfuncs for checkpointing processes from BPF");
