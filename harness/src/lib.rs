@@ -1,0 +1,15 @@
+//! CRIB test harness: locate the kernels `scripts/build` made, boot them under QEMU with
+//! vmtest, load and run BPF programs, decode their records and compare them with ground truth.
+
+pub mod cases;
+pub mod dump;
+pub mod hello;
+pub mod kernel;
+pub mod loader;
+pub mod records;
+pub mod target;
+pub mod truth;
+pub mod vm;
+
+/// Directory holding the BPF objects build.rs compiled from `selftests/progs/`.
+pub const BPF_DIR: &str = env!("CRIB_BPF_DIR");

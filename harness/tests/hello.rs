@@ -1,0 +1,109 @@
+//! The whole chain once: a `SEC("syscall")` program compiled against the built kernel's
+//! vmlinux.h, loaded with libbpf-rs, run with BPF_PROG_RUN and a context struct, calling the CRIB
+//! kfunc (module on stock, built in on patched) and emitting a record into a ring buffer that is
+//! decoded with the bindgen types of `selftests/include/crib_records.h`. Each test body runs in a
+//! guest booted from the freshly built kernel; on the host it only starts that guest.
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use crib_harness::kernel::{Flavor, Kernel};
+use crib_harness::vm;
+
+/// CRIB_ABI_VERSION as kfuncs/crib.h defines it: the source is the ground truth.
+fn abi_version_from_source() -> Result<u32> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kfuncs/crib.h");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let define = |name: &str| -> Result<u32> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("#define "))
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .with_context(|| format!("no numeric #define {name} in {}", path.display()))
+    };
+    Ok((define("CRIB_ABI_MAJOR")? << 16) | define("CRIB_ABI_MINOR")?)
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+fn hello_in_guest(flavor: Flavor) -> Result<()> {
+    let kernel = Kernel::locate(flavor)?;
+    let uname = nix::sys::utsname::uname().context("uname")?;
+    let release = uname.release().to_string_lossy();
+    ensure!(
+        release == kernel.release,
+        "guest runs kernel '{release}', but the {flavor} build is '{}': the VM did not boot our bzImage",
+        kernel.release
+    );
+
+    let cookie = 0x5eed_c0de_0000_0000u64 | u64::from(std::process::id());
+    let rec = crib_harness::hello::run(cookie)?;
+
+    let comm_path = format!("/proc/self/task/{}/comm", gettid());
+    let comm_truth =
+        std::fs::read_to_string(&comm_path).with_context(|| format!("reading {comm_path}"))?;
+    let comm = rec.comm();
+
+    let checks: [(&str, String, String); 5] = [
+        (
+            "cookie",
+            format!("{:#x}", rec.cookie),
+            format!("{cookie:#x}"),
+        ),
+        (
+            "abi_version",
+            format!("{:#x}", rec.abi_version),
+            format!("{:#x}", abi_version_from_source()?),
+        ),
+        ("tgid", rec.tgid.to_string(), std::process::id().to_string()),
+        ("pid", rec.pid.to_string(), gettid().to_string()),
+        ("comm", comm, comm_truth.trim_end().to_string()),
+    ];
+    for (field, got, want) in &checks {
+        ensure!(
+            got == want,
+            "record field {field}: program wrote {got}, ground truth is {want}"
+        );
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    ensure!(
+        rec.uid == uid,
+        "record field uid: program wrote {}, ground truth is {uid}",
+        rec.uid
+    );
+    println!("{flavor}: kernel {release}, record {rec:?}");
+    Ok(())
+}
+
+fn run(flavor: Flavor, name: &str) {
+    let result = if vm::in_guest() {
+        hello_in_guest(flavor)
+    } else {
+        vm::run_test_in_guest(flavor, name).map(|_| ())
+    };
+    if let Err(e) = result {
+        panic!("{e:#}");
+    }
+}
+
+#[test]
+fn hello_record_matches_procfs_on_stock_kernel_with_module() {
+    run(
+        Flavor::Stock,
+        "hello_record_matches_procfs_on_stock_kernel_with_module",
+    );
+}
+
+#[test]
+fn hello_record_matches_procfs_on_patched_kernel() {
+    run(
+        Flavor::Patched,
+        "hello_record_matches_procfs_on_patched_kernel",
+    );
+}

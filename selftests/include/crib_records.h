@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Binary records CRIB dump programs write to their ring buffer, and the
+ * contexts their loaders pass in through BPF_PROG_RUN. Included by the BPF
+ * programs (after vmlinux.h) and by the Rust harness (through bindgen), so
+ * both sides always agree on the layout. Fixed-size types only; every struct
+ * is padded explicitly to a multiple of 8 bytes.
+ */
+#ifndef __CRIB_RECORDS_H
+#define __CRIB_RECORDS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define CRIB_COMM_LEN 16
+
+enum crib_rec_type {
+	CRIB_REC_HELLO = 1,	/* struct crib_rec_hello */
+	CRIB_REC_FILE = 2,	/* struct crib_rec_file */
+	CRIB_REC_END = 3,	/* struct crib_rec_end: last record of a dump */
+};
+
+/* Common header of every record. */
+struct crib_rec_hdr {
+	__u16 type;		/* enum crib_rec_type */
+	__u16 size;		/* size of the whole record in bytes */
+	__u32 seq;		/* 0, 1, 2, ... within one program run */
+};
+
+/* Context of the hello program. */
+struct crib_hello_ctx {
+	__u64 cookie;		/* echoed back in the record */
+};
+
+/* Who ran the program, and which CRIB ABI the kernel provides. */
+struct crib_rec_hello {
+	struct crib_rec_hdr hdr;
+	__u64 cookie;
+	__u32 abi_version;	/* bpf_crib_abi_version() */
+	__u32 pid;		/* thread id, as the kernel sees it (init pid ns) */
+	__u32 tgid;
+	__u32 uid;
+	char comm[CRIB_COMM_LEN];
+};
+
+/* Context of a file-table dump. */
+struct crib_dump_ctx {
+	__s32 pid;		/* target, in the caller's pid namespace */
+	__u32 flags;
+};
+
+enum crib_file_kind {
+	CRIB_FILE_OTHER = 0,
+	CRIB_FILE_REG,
+	CRIB_FILE_DIR,
+	CRIB_FILE_FIFO,
+	CRIB_FILE_SOCK,
+	CRIB_FILE_CHR,
+	CRIB_FILE_BLK,
+	CRIB_FILE_LNK,
+	CRIB_FILE_ANON,		/* anon_inode: eventfd, epoll, signalfd, timerfd, pidfd, ... */
+};
+
+struct crib_rec_file {
+	struct crib_rec_hdr hdr;
+	__u32 fd;
+	__u32 f_flags;		/* file->f_flags (O_* bits, as fdinfo "flags:" minus O_CLOEXEC) */
+	__u32 f_mode;		/* file->f_mode (FMODE_* bits) */
+	__u32 i_mode;		/* inode->i_mode (S_IF* and permission bits) */
+	__u64 f_pos;
+	__u64 ino;
+	__u32 dev;		/* inode->i_sb->s_dev, kernel encoding (MAJOR << 20 | MINOR) */
+	__u32 rdev;		/* inode->i_rdev for device files */
+	__u32 kind;		/* enum crib_file_kind */
+	__u32 cloexec;		/* 1 if FD_CLOEXEC is set */
+	__u16 sk_family;	/* sockets only */
+	__u16 sk_type;
+	__u16 sk_protocol;
+	__u16 pad;
+	char anon_name[16];	/* anon_inode name ("[eventfd]", ...), else empty */
+};
+
+struct crib_rec_end {
+	struct crib_rec_hdr hdr;
+	__s32 error;		/* 0, or the negative errno that ended the dump early */
+	__u32 nr_records;	/* records written before this one */
+	__u32 nr_dropped;	/* records the ring buffer had no room for */
+	__u32 pad;
+};
+
+#endif /* __CRIB_RECORDS_H */
