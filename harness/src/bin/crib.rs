@@ -1,0 +1,430 @@
+//! `crib`: command-line entry points of the CRIB harness.
+//!
+//! Each subcommand is one function taking the arguments after its name and returning the
+//! process exit code; `main` only dispatches on the first argument.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use crib_harness::kernel::{Flavor, Kernel};
+use crib_harness::vm::{self, Vm, VmError, EXIT_SETUP_FAILED, EXIT_SPLAT, EXIT_VM_FAILED};
+
+const USAGE: &str = "\
+usage: crib <subcommand> [args]
+
+subcommands:
+  vm [--kernel stock|patched] [--rw] [--timeout S] -- CMD...
+        boot the built kernel under QEMU (vmtest), set the guest up (bpffs, lo, tmpfs /tmp,
+        crib_kfuncs.ko on stock), run CMD, exit with its exit code.
+        `crib vm -- bash` (on a terminal) or `crib vm -- -` gives an interactive shell.
+        Exit codes: CMD's own; 69 the VM failed (boot, crash, timeout); 70 guest setup failed;
+        72 CMD ran but the kernel splatted (excerpt on stderr).
+        Env: CRIB_ACCEL=tcg|kvm forces the accelerator, CRIB_VM_TIMEOUT=S the timeout (300),
+        CRIB_CACHE / CRIB_VARIANT select the kernel build.
+  cases [--kernel stock|patched] [--list] OBJ...
+        list the verifier-acceptance cases (__success/__failure/__msg/... annotations, as in
+        selftests/bpf) of any BPF objects, then boot one guest and run them all there; prints
+        one PASS/FAIL/SKIP block per case and `N passed, N failed`. Exit 0 only if none failed.
+        --list only lists (no VM). Env as for `vm`.
+  dump --pid N [--json]
+        (in a guest, as root) dump the fd table of pid N with the CRIB dump program: one
+        line (or JSON object) per fd. Exit 1 with the translated errno when the dump fails
+        (no such pid, zombie, kernel thread, permission denied, incomplete dump).
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let sub = args.next();
+    let rest: Vec<OsString> = args.collect();
+    let result = match sub.as_ref().and_then(|s| s.to_str()) {
+        Some("vm") => cmd_vm(rest),
+        Some("dump") => cmd_dump(rest),
+        Some("cases") => cmd_cases(rest),
+        Some("-h") | Some("--help") | Some("help") => {
+            print!("{USAGE}");
+            Ok(0)
+        }
+        Some(other) => {
+            eprintln!("crib: unknown subcommand '{other}'\n\n{USAGE}");
+            Ok(2)
+        }
+        None => {
+            eprint!("{USAGE}");
+            Ok(2)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("crib: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Parsed `crib vm` arguments.
+#[derive(Debug, PartialEq, Eq)]
+struct VmArgs {
+    flavor: Flavor,
+    rw: bool,
+    timeout: Option<Duration>,
+    command: Vec<OsString>,
+}
+
+fn parse_vm_args(args: Vec<OsString>) -> Result<VmArgs> {
+    let mut out = VmArgs {
+        flavor: Flavor::Stock,
+        rw: false,
+        timeout: None,
+        command: Vec::new(),
+    };
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let s = a.to_str().map(str::to_string);
+        let Some(s) = s else {
+            bail!("unexpected argument {a:?} before `--`");
+        };
+        let (flag, inline) = match s.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (s.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it
+                    .next()
+                    .and_then(|v| v.into_string().ok())
+                    .with_context(|| format!("{name} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "--" => {
+                out.command = it.collect();
+                break;
+            }
+            "--kernel" => out.flavor = value("--kernel")?.parse()?,
+            "--rw" => out.rw = true,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                out.timeout = Some(
+                    vm::parse_secs(&v)
+                        .with_context(|| format!("--timeout {v:?}: want whole seconds > 0"))?,
+                );
+            }
+            _ => bail!("unexpected argument {s:?}; put the guest command after `--`\n\n{USAGE}"),
+        }
+    }
+    if out.command.is_empty() {
+        bail!("no command given: crib vm [--kernel stock|patched] [--rw] [--timeout S] -- CMD...");
+    }
+    Ok(out)
+}
+
+/// Whether `CMD` asks for an interactive shell.
+fn wants_shell(command: &[OsString], stdin_is_tty: bool) -> bool {
+    match command {
+        [one] => one == "-" || (stdin_is_tty && (one == "bash" || one == "sh")),
+        _ => false,
+    }
+}
+
+fn cmd_vm(args: Vec<OsString>) -> Result<i32> {
+    if args.first().is_some_and(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return Ok(0);
+    }
+    let a = parse_vm_args(args)?;
+    let kernel = match Kernel::locate(a.flavor) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("crib vm: {e}");
+            return Ok(EXIT_VM_FAILED);
+        }
+    };
+    let mut vm = Vm::new(&kernel).ro_root(!a.rw).echo(true);
+    if let Some(t) = a.timeout {
+        vm = vm.timeout(t);
+    }
+    use std::io::IsTerminal as _;
+    if wants_shell(&a.command, std::io::stdin().is_terminal()) {
+        return match vm.interactive() {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                eprintln!("crib vm: {e}");
+                Ok(EXIT_VM_FAILED)
+            }
+        };
+    }
+    let run = match vm.run(&a.command) {
+        Ok(r) => r,
+        Err(e @ VmError::Setup { .. }) => {
+            eprintln!("crib vm: {e}");
+            return Ok(EXIT_SETUP_FAILED);
+        }
+        Err(e) => {
+            eprintln!("crib vm: {e}");
+            return Ok(EXIT_VM_FAILED);
+        }
+    };
+    eprintln!(
+        "crib vm: {} kernel {}: command exited {} (boot to command {:.1}s, total {:.1}s)",
+        kernel.flavor,
+        kernel.release,
+        run.exit_code,
+        run.boot.as_secs_f64(),
+        run.total.as_secs_f64()
+    );
+    let splats = run.splats();
+    if !splats.is_empty() {
+        eprintln!(
+            "crib vm: {} kernel splat(s) in the guest's dmesg:",
+            splats.len()
+        );
+        for s in &splats {
+            eprintln!("---\n{}", s.excerpt);
+        }
+        return Ok(EXIT_SPLAT);
+    }
+    Ok(run.exit_code)
+}
+
+/// `crib dump --pid N [--json]`: dump one process's fd table with `dump_files.bpf.c`.
+fn cmd_dump(args: Vec<OsString>) -> Result<i32> {
+    use crib_harness::dump;
+    let mut pid: Option<i32> = None;
+    let mut json = false;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--json") => json = true,
+            Some("--pid") => {
+                let v = it.next().context("--pid needs a value")?;
+                let v = v.to_str().context("--pid: not UTF-8")?;
+                pid = Some(v.parse().with_context(|| format!("--pid {v}: not a pid"))?);
+            }
+            Some(s) if s.starts_with("--pid=") => {
+                let v = &s["--pid=".len()..];
+                pid = Some(v.parse().with_context(|| format!("--pid {v}: not a pid"))?);
+            }
+            _ => bail!("crib dump: unexpected argument {a:?} (usage: crib dump --pid N [--json])"),
+        }
+    }
+    let pid = pid.context("crib dump: --pid N is required")?;
+    let files = match dump::Dumper::load().and_then(|d| d.dump(pid)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("crib dump: {e}");
+            return Ok(1);
+        }
+    };
+    if json {
+        println!("[");
+        for (i, f) in files.iter().enumerate() {
+            let sep = if i + 1 < files.len() { "," } else { "" };
+            println!("  {}{sep}", dump::format_json(f));
+        }
+        println!("]");
+    } else {
+        for f in &files {
+            println!("{}", dump::format_line(f));
+        }
+        eprintln!("crib dump: pid {pid}: {} fds", files.len());
+    }
+    Ok(0)
+}
+
+/// `crib cases [--kernel stock|patched] [--list] OBJ...`: list the verifier-acceptance cases
+/// of any objects (selftests/bpf annotations), then run them all in one guest.
+fn cmd_cases(args: Vec<OsString>) -> Result<i32> {
+    use crib_harness::cases::{self, Verdict};
+    const CASES_USAGE: &str = "usage: crib cases [--kernel stock|patched] [--list] OBJ...";
+    let mut flavor = Flavor::Stock;
+    let mut list_only = false;
+    let mut objs = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--kernel") => {
+                let v = it.next().context("--kernel needs a value")?;
+                flavor = v.to_str().context("--kernel: not UTF-8")?.parse()?;
+            }
+            Some(s) if s.starts_with("--kernel=") => flavor = s["--kernel=".len()..].parse()?,
+            Some("--list") => list_only = true,
+            Some("-h") | Some("--help") => {
+                println!("{CASES_USAGE}");
+                return Ok(0);
+            }
+            Some(s) if s.starts_with('-') => bail!("crib cases: unknown option {s}\n{CASES_USAGE}"),
+            _ => {
+                let p = std::path::PathBuf::from(&a);
+                objs.push(
+                    p.canonicalize()
+                        .with_context(|| format!("{}", p.display()))?,
+                );
+            }
+        }
+    }
+    if objs.is_empty() {
+        bail!("crib cases: no object given\n{CASES_USAGE}");
+    }
+    let mut all = Vec::new();
+    for obj in &objs {
+        if let Some(why) = cases::guest_invisible(obj) {
+            bail!("crib cases: {why}");
+        }
+        let oc = cases::discover(obj)?;
+        let found = oc.cases();
+        if found.is_empty() {
+            eprintln!("crib cases: {}: no annotated programs", obj.display());
+        }
+        for c in found {
+            if c.runs_on(flavor) {
+                all.push(c);
+            } else {
+                println!("  not on {flavor}: {}", c.name());
+            }
+        }
+    }
+    let in_guest = vm::in_guest();
+    if !in_guest || list_only {
+        for c in &all {
+            let e = c.expect();
+            let verdict = if e.failure { "failure" } else { "success" };
+            let desc = c.spec.description.as_deref().unwrap_or("");
+            let skip = c
+                .static_skip()
+                .map(|s| format!(" [SKIP: {s}]"))
+                .unwrap_or_default();
+            println!("  {:<50} {verdict:<8} {desc}{skip}", c.name());
+        }
+        println!("{} case(s) for the {flavor} kernel", all.len());
+    }
+    if all.is_empty() {
+        eprintln!("crib cases: nothing to run");
+        return Ok(1);
+    }
+    if list_only {
+        return Ok(0);
+    }
+    if in_guest {
+        let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+        for c in &all {
+            let r = cases::run_case(c);
+            println!("{}", r.render(&c.name()));
+            match r.verdict {
+                Verdict::Pass => passed += 1,
+                Verdict::Fail(_) => failed += 1,
+                Verdict::Skip(_) => skipped += 1,
+            }
+        }
+        let extra = if skipped > 0 {
+            format!(" ({skipped} skipped, not run)")
+        } else {
+            String::new()
+        };
+        println!("{passed} passed, {failed} failed{extra}");
+        return Ok(if failed > 0 { 1 } else { 0 });
+    }
+    let kernel = match Kernel::locate(flavor) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("crib cases: {e}");
+            return Ok(EXIT_VM_FAILED);
+        }
+    };
+    let exe = std::env::current_exe().context("cannot find the crib binary")?;
+    let mut argv: Vec<OsString> = vec![
+        exe.into(),
+        "cases".into(),
+        "--kernel".into(),
+        flavor.as_str().into(),
+    ];
+    argv.extend(objs.into_iter().map(OsString::from));
+    let run = match Vm::new(&kernel).echo(true).run(&argv) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("crib cases: {e}");
+            return Ok(EXIT_VM_FAILED);
+        }
+    };
+    eprintln!(
+        "crib cases: {flavor} kernel {}: guest exited {} (boot {:.1}s, total {:.1}s)",
+        kernel.release,
+        run.exit_code,
+        run.boot.as_secs_f64(),
+        run.total.as_secs_f64()
+    );
+    let splats = run.splats();
+    if !splats.is_empty() {
+        eprintln!(
+            "crib cases: {} kernel splat(s) in the guest's dmesg:",
+            splats.len()
+        );
+        for s in &splats {
+            eprintln!("---\n{}", s.excerpt);
+        }
+        return Ok(EXIT_SPLAT);
+    }
+    Ok(run.exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn vm_args_take_flags_then_the_command_verbatim() {
+        let a = parse_vm_args(os(&[
+            "--kernel",
+            "patched",
+            "--rw",
+            "--timeout=30",
+            "--",
+            "ls",
+            "--rw",
+        ]))
+        .unwrap();
+        assert_eq!(a.flavor, Flavor::Patched);
+        assert!(a.rw);
+        assert_eq!(a.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(a.command, os(&["ls", "--rw"]));
+    }
+
+    #[test]
+    fn vm_args_default_to_stock_ro_and_env_timeout() {
+        let a = parse_vm_args(os(&["--", "true"])).unwrap();
+        assert_eq!(
+            a,
+            VmArgs {
+                flavor: Flavor::Stock,
+                rw: false,
+                timeout: None,
+                command: os(&["true"])
+            }
+        );
+    }
+
+    #[test]
+    fn vm_args_reject_junk_with_a_reason() {
+        let e = |v: &[&str]| parse_vm_args(os(v)).unwrap_err().to_string();
+        assert!(e(&["--kernel", "vanilla", "--", "x"]).contains("stock"));
+        assert!(e(&["--timeout", "0", "--", "x"]).contains("--timeout"));
+        assert!(e(&["--timeout"]).contains("needs a value"));
+        assert!(e(&["ls"]).contains("after `--`"));
+        assert!(e(&["--"]).contains("no command"));
+    }
+
+    #[test]
+    fn shell_only_for_bare_bash_on_a_tty_or_dash() {
+        assert!(wants_shell(&os(&["-"]), false));
+        assert!(wants_shell(&os(&["bash"]), true));
+        assert!(!wants_shell(&os(&["bash"]), false));
+        assert!(!wants_shell(&os(&["bash", "-c", "true"]), true));
+    }
+}

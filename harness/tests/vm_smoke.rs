@@ -1,0 +1,116 @@
+//! Smoke tests of the VM runner. Each test runs twice: on the host it calls
+//! `run_test_in_guest`, which boots the built kernel and re-runs this very test inside the
+//! guest (`CRIB_IN_GUEST=1`), where the checks run. A missing kernel build fails the test
+//! with the message saying what to build; nothing is skipped.
+
+use std::io::Write as _;
+
+use crib_harness::kernel::{Flavor, Kernel};
+use crib_harness::vm::{in_guest, run_test_in_guest, GuestTestError, SplatKind};
+
+fn guest_flavor() -> Flavor {
+    let f = std::env::var("CRIB_FLAVOR").expect("CRIB_FLAVOR is set in the guest");
+    f.parse().expect("CRIB_FLAVOR names a flavor")
+}
+
+fn check_uname_matches_build() {
+    let kernel = Kernel::locate(guest_flavor()).expect("the kernel we booted is in the cache");
+    let out = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .expect("uname runs");
+    let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        release, kernel.release,
+        "the guest runs a different kernel than the build"
+    );
+    eprintln!("guest uname -r = {release} ({} build)", kernel.flavor);
+}
+
+#[test]
+fn vm_guest_uname_matches_stock_build() {
+    if in_guest() {
+        return check_uname_matches_build();
+    }
+    let run = run_test_in_guest(Flavor::Stock, "vm_guest_uname_matches_stock_build")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("boot to command {:?}, round trip {:?}", run.boot, run.total);
+}
+
+#[test]
+fn vm_guest_uname_matches_patched_build() {
+    if in_guest() {
+        return check_uname_matches_build();
+    }
+    run_test_in_guest(Flavor::Patched, "vm_guest_uname_matches_patched_build")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[test]
+fn vm_stock_guest_has_crib_kfuncs_module_loaded() {
+    if in_guest() {
+        assert_eq!(guest_flavor(), Flavor::Stock);
+        let modules = std::fs::read_to_string("/proc/modules").expect("/proc/modules readable");
+        let line = modules
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("crib_kfuncs"))
+            .unwrap_or_else(|| panic!("crib_kfuncs not in /proc/modules:\n{modules}"));
+        assert!(line.contains(" Live "), "module not live: {line}");
+        assert!(std::path::Path::new("/sys/module/crib_kfuncs").is_dir());
+        // The rest of the guest setup the runner promises.
+        let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts readable");
+        assert!(
+            mounts
+                .lines()
+                .any(|l| l.starts_with("bpf /sys/fs/bpf bpf ")),
+            "{mounts}"
+        );
+        assert!(
+            mounts.lines().any(|l| l.starts_with("tmpfs /tmp tmpfs ")),
+            "{mounts}"
+        );
+        let lo = std::fs::read_to_string("/sys/class/net/lo/flags").expect("lo exists");
+        let flags = u32::from_str_radix(lo.trim().trim_start_matches("0x"), 16).expect("hex");
+        assert_eq!(flags & 1, 1, "lo is not up (flags {lo})");
+        return;
+    }
+    run_test_in_guest(
+        Flavor::Stock,
+        "vm_stock_guest_has_crib_kfuncs_module_loaded",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// A WARNING line in the guest's kernel log must fail the run, with the excerpt.
+const FAKE_WARN: &str =
+    "WARNING: kernel/bpf/crib_fake.c:42 at crib_selftest_fake_warn+0x1c/0x30, CPU#0: vm_smoke/1";
+
+#[test]
+fn vm_kernel_warning_in_guest_fails_the_run_with_excerpt() {
+    if in_guest() {
+        let mut kmsg = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .expect("/dev/kmsg writable");
+        kmsg.write_all(format!("<4>{FAKE_WARN}\n").as_bytes())
+            .expect("write /dev/kmsg");
+        return;
+    }
+    let err = match run_test_in_guest(
+        Flavor::Stock,
+        "vm_kernel_warning_in_guest_fails_the_run_with_excerpt",
+    ) {
+        Ok(run) => panic!("the WARNING was not detected; guest dmesg:\n{}", run.dmesg),
+        Err(e) => e,
+    };
+    match err.downcast_ref::<GuestTestError>() {
+        Some(GuestTestError::Splats { splats, code, .. }) => {
+            assert_eq!(*code, 0, "the guest side itself passed");
+            assert_eq!(splats.len(), 1, "{splats:#?}");
+            assert_eq!(splats[0].kind, SplatKind::Warning);
+            assert_eq!(splats[0].line, FAKE_WARN);
+            assert!(err.to_string().contains(FAKE_WARN), "{err}");
+        }
+        _ => panic!("failed, but not because of the splat: {err:#}"),
+    }
+}
