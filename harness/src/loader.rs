@@ -1,0 +1,372 @@
+//! Load BPF objects with libbpf-rs, capture the verifier log, run SYSCALL programs with
+//! BPF_PROG_RUN and drain ring buffers.
+//!
+//! API CONTRACT (keep these signatures):
+//!
+//! - `load_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<Loaded, LoaderError>`:
+//!   open the object, autoload only `prog`, load. `Loaded { object: Option<Object>, log: String,
+//!   error: Option<(i32 /*errno*/, String)> }`: a rejected program is Ok with `error` set and
+//!   the full verifier log, so callers can match messages.
+//! - `LoadOpts { log_level: u32, log_size: usize }` with Default (16 MiB log buffer; see
+//!   [`LoadOpts`] for the level and the optional fields the verifier runner uses).
+//! - `run_syscall<T: Copy>(prog: &Program, ctx: &mut T) -> Result<i32, LoaderError>`:
+//!   BPF_PROG_RUN with the context `ctx`, returns the program's return value. The kernel
+//!   rejects ctx_out (and data, repeat, flags, duration) for SYSCALL programs and writes the
+//!   context back into ctx_in, so only `context_in` is passed and `ctx` is updated from it.
+//! - `drain_ringbuf(map: &Map) -> Result<Vec<Vec<u8>>, LoaderError>`: all records, in order.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::raw::c_char;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use libbpf_rs::{
+    AsRawLibbpf, Map, MapCore, MapType, Object, ObjectBuilder, OpenObject, PrintLevel, Program,
+    RingBufferBuilder,
+};
+use thiserror::Error;
+
+/// `TEST_DATA_LEN` of the selftests: packet size for test runs of non-SYSCALL programs.
+pub const TEST_DATA_LEN: usize = 64;
+
+#[derive(Debug, Error)]
+pub enum LoaderError {
+    #[error("cannot open BPF object {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: libbpf_rs::Error,
+    },
+    #[error("{path} has no program named '{prog}' (it has: {available})")]
+    NoSuchProgram {
+        path: PathBuf,
+        prog: String,
+        available: String,
+    },
+    #[error("{path}: cannot set up program '{prog}' before loading: {source}")]
+    Setup {
+        path: PathBuf,
+        prog: String,
+        source: libbpf_rs::Error,
+    },
+    #[error("BPF_PROG_RUN of '{prog}' failed: {source}")]
+    Run {
+        prog: String,
+        source: libbpf_rs::Error,
+    },
+    #[error("BPF_PROG_RUN of '{prog}': context of {size} bytes is larger than the kernel's limit")]
+    CtxTooLarge { prog: String, size: usize },
+    #[error("ring buffer '{map}': {source}")]
+    Ringbuf {
+        map: String,
+        source: libbpf_rs::Error,
+    },
+}
+
+/// How to load a program.
+#[derive(Clone, Debug)]
+pub struct LoadOpts {
+    /// Verifier log level for the program under test (1 = instructions of the failing path
+    /// and stats, 2 = every state, 4 = stats only; bits combine). With 0 the kernel logs
+    /// nothing, but libbpf reloads a rejected program with level 1 to get the log, so a
+    /// rejection always comes with a log. Default 1: level 2 on big programs produces
+    /// megabytes and, once the buffer is full, a load that would succeed fails with ENOSPC.
+    pub log_level: u32,
+    /// Size of the verifier log buffer (default 16 MiB).
+    pub log_size: usize,
+    /// `BPF_F_*` program flags ORed into the program's own flags (default none).
+    pub prog_flags: u32,
+    /// `BPF_F_*` flags cleared from the program's flags after `prog_flags` was applied.
+    pub clear_flags: u32,
+    /// Other programs of the object to load along with `prog` (the selftests'
+    /// `__auxiliary` programs). Their verifier logs are not captured.
+    pub also_load: Vec<String>,
+    /// Do not create maps an unprivileged user could not create (the selftests' unprivileged
+    /// mode does the same), so that an unprivileged load fails in the verifier, not in map
+    /// creation.
+    pub unpriv_maps_only: bool,
+}
+
+impl Default for LoadOpts {
+    fn default() -> Self {
+        LoadOpts {
+            log_level: 1,
+            log_size: 16 << 20,
+            prog_flags: 0,
+            clear_flags: 0,
+            also_load: Vec::new(),
+            unpriv_maps_only: false,
+        }
+    }
+}
+
+/// The result of a load attempt.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The loaded object, if the load succeeded.
+    pub object: Option<Object>,
+    /// The verifier log of the program under test (may be empty for a successful load with
+    /// log level 0).
+    pub log: String,
+    /// `(errno, libbpf's messages)` if the load failed.
+    pub error: Option<(i32, String)>,
+}
+
+impl Loaded {
+    /// The loaded program under test (`None` if the load failed).
+    pub fn prog(&self, name: &str) -> Option<Program<'_>> {
+        self.object.as_ref().and_then(|o| find_prog(o, name))
+    }
+}
+
+/// A program of a loaded object by name.
+pub fn find_prog<'a>(obj: &'a Object, name: &str) -> Option<Program<'a>> {
+    obj.progs().find(|p| p.name() == name)
+}
+
+/// Whether an unprivileged user may create maps of this type (mirrors the selftests'
+/// `is_unpriv_capable_map`).
+pub fn unpriv_capable_map(ty: MapType, flags: u32) -> bool {
+    match ty {
+        MapType::Hash | MapType::PercpuHash | MapType::HashOfMaps => {
+            flags & libbpf_sys::BPF_F_ZERO_SEED == 0
+        }
+        MapType::PercpuCgroupStorage
+        | MapType::Array
+        | MapType::RingBuf
+        | MapType::ProgArray
+        | MapType::CgroupArray
+        | MapType::PercpuArray
+        | MapType::UserRingBuf
+        | MapType::ArrayOfMaps
+        | MapType::CgroupStorage
+        | MapType::PerfEventArray => true,
+        _ => false,
+    }
+}
+
+/// libbpf's own messages (warnings: missing kfuncs, relocation or map-creation failures),
+/// collected while [`load_one`] runs. Loads are serialised by [`LOAD_LOCK`].
+static LIBBPF_MSGS: Mutex<String> = Mutex::new(String::new());
+static LOAD_LOCK: Mutex<()> = Mutex::new(());
+
+fn collect_libbpf_msg(_level: PrintLevel, msg: String) {
+    if let Ok(mut m) = LIBBPF_MSGS.lock() {
+        if m.len() < (1 << 20) {
+            m.push_str(&msg);
+        }
+    }
+}
+
+fn prog_names(open: &OpenObject) -> Vec<String> {
+    open.progs()
+        .map(|p| p.name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Open `obj`, load `prog` (and `opts.also_load`) only, and return the verifier log.
+/// A program the verifier rejects is `Ok` with `error` set; `Err` means the object could not
+/// even be opened or the program does not exist.
+pub fn load_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<Loaded, LoaderError> {
+    let mut open = ObjectBuilder::default()
+        .open_file(obj)
+        .map_err(|source| LoaderError::Open {
+            path: obj.to_path_buf(),
+            source,
+        })?;
+    let names = prog_names(&open);
+    if !names.iter().any(|n| n == prog) {
+        return Err(LoaderError::NoSuchProgram {
+            path: obj.to_path_buf(),
+            prog: prog.to_string(),
+            available: names.join(", "),
+        });
+    }
+    for extra in &opts.also_load {
+        if !names.iter().any(|n| n == extra) {
+            return Err(LoaderError::NoSuchProgram {
+                path: obj.to_path_buf(),
+                prog: extra.clone(),
+                available: names.join(", "),
+            });
+        }
+    }
+
+    // The buffer must outlive the load; libbpf only keeps the pointer.
+    let log_size = opts.log_size.max(4096);
+    let mut log_buf = vec![0u8; log_size];
+    for mut p in open.progs_mut() {
+        let name = p.name().to_string_lossy().into_owned();
+        let wanted = name == prog;
+        p.set_autoload(wanted || opts.also_load.contains(&name));
+        if !wanted {
+            continue;
+        }
+        let raw = p.as_libbpf_object().as_ptr();
+        // SAFETY: `raw` is a valid program of `open`; `log_buf` lives until after the load
+        // below and is not touched by Rust meanwhile.
+        let rc = unsafe {
+            libbpf_sys::bpf_program__set_log_buf(
+                raw,
+                log_buf.as_mut_ptr().cast::<c_char>(),
+                log_size as libbpf_sys::size_t,
+            )
+        };
+        if rc != 0 {
+            return Err(LoaderError::Setup {
+                path: obj.to_path_buf(),
+                prog: name,
+                source: libbpf_rs::Error::from_raw_os_error(-rc),
+            });
+        }
+        p.set_log_level(opts.log_level);
+        // SAFETY: valid program pointer, see above.
+        let flags = unsafe { libbpf_sys::bpf_program__flags(raw) };
+        p.set_flags((flags | opts.prog_flags) & !opts.clear_flags);
+    }
+    if opts.unpriv_maps_only {
+        for mut m in open.maps_mut() {
+            let capable = unpriv_capable_map(m.map_type(), m.map_flags());
+            m.set_autocreate(capable)
+                .map_err(|source| LoaderError::Setup {
+                    path: obj.to_path_buf(),
+                    prog: prog.to_string(),
+                    source,
+                })?;
+        }
+    }
+
+    // A poisoned lock only means another load panicked; the state it guards is reset here.
+    let _guard = LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(mut m) = LIBBPF_MSGS.lock() {
+        m.clear();
+    }
+    let previous = libbpf_rs::set_print(Some((PrintLevel::Info, collect_libbpf_msg)));
+    let raw_obj = open.as_libbpf_object().as_ptr();
+    // SAFETY: `raw_obj` is the open object owned by `open`.
+    let rc = unsafe { libbpf_sys::bpf_object__load(raw_obj) };
+    libbpf_rs::set_print(previous);
+    let libbpf_msgs = LIBBPF_MSGS.lock().map(|m| m.clone()).unwrap_or_default();
+
+    let log = CStr::from_bytes_until_nul(&log_buf)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| String::from_utf8_lossy(&log_buf).into_owned());
+    if rc == 0 {
+        // SAFETY: the object was loaded successfully; ownership moves to `Object`.
+        let object = unsafe { Object::from_ptr(open.take_ptr()) };
+        Ok(Loaded {
+            object: Some(object),
+            log,
+            error: None,
+        })
+    } else {
+        drop(open);
+        Ok(Loaded {
+            object: None,
+            log,
+            error: Some((-rc, libbpf_msgs)),
+        })
+    }
+}
+
+/// `bpf_prog_test_run_opts` on a loaded program. libbpf-rs' `test_run` needs a `ProgramMut`;
+/// this takes the `Program` every caller has and sets exactly the fields given.
+fn test_run(prog: &Program, mut opts: libbpf_sys::bpf_test_run_opts) -> Result<i32, LoaderError> {
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as libbpf_sys::size_t;
+    // SAFETY: the fd belongs to a loaded program; every pointer in `opts` was set by the
+    // callers below to live buffers of the stated sizes.
+    let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_fd().as_raw_fd(), &mut opts) };
+    if rc != 0 {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(-rc);
+        return Err(LoaderError::Run {
+            prog: prog.name().to_string_lossy().into_owned(),
+            source: libbpf_rs::Error::from_raw_os_error(errno),
+        });
+    }
+    Ok(opts.retval as i32)
+}
+
+/// Run a SYSCALL program once with `ctx` as its context; `ctx` receives what the program
+/// wrote into it. Returns the program's return value. Only ctx_in is set: the kernel rejects
+/// ctx_out, data, repeat, flags and duration for SYSCALL programs and writes the context
+/// back into ctx_in.
+pub fn run_syscall<T: Copy>(prog: &Program, ctx: &mut T) -> Result<i32, LoaderError> {
+    let size = std::mem::size_of::<T>();
+    if size > u16::MAX as usize {
+        let name = prog.name().to_string_lossy().into_owned();
+        return Err(LoaderError::CtxTooLarge { prog: name, size });
+    }
+    // SAFETY: all-zero is a valid bpf_test_run_opts.
+    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    if size > 0 {
+        opts.ctx_in = (ctx as *mut T).cast::<std::ffi::c_void>();
+        opts.ctx_size_in = size as u32;
+    }
+    test_run(prog, opts)
+}
+
+/// Run a non-SYSCALL program once the way the selftests' test_loader does for `__retval`:
+/// `TEST_DATA_LEN` zero bytes in, room for four times that out, repeat 1.
+pub fn run_packet(prog: &Program) -> Result<i32, LoaderError> {
+    let data_in = [0u8; TEST_DATA_LEN];
+    let mut data_out = [0u8; TEST_DATA_LEN * 4];
+    // SAFETY: all-zero is a valid bpf_test_run_opts.
+    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    opts.data_in = data_in.as_ptr().cast();
+    opts.data_size_in = TEST_DATA_LEN as u32;
+    opts.data_out = data_out.as_mut_ptr().cast();
+    opts.data_size_out = data_out.len() as u32;
+    opts.repeat = 1;
+    test_run(prog, opts)
+}
+
+/// Everything currently in a ring buffer map, in order.
+pub fn drain_ringbuf(map: &Map) -> Result<Vec<Vec<u8>>, LoaderError> {
+    let name = map.name().to_string_lossy().into_owned();
+    let mut records = Vec::new();
+    {
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(map, |data: &[u8]| {
+                records.push(data.to_vec());
+                0
+            })
+            .map_err(|source| LoaderError::Ringbuf {
+                map: name.clone(),
+                source,
+            })?;
+        let rb = builder.build().map_err(|source| LoaderError::Ringbuf {
+            map: name.clone(),
+            source,
+        })?;
+        rb.consume().map_err(|source| LoaderError::Ringbuf {
+            map: name.clone(),
+            source,
+        })?;
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpriv_map_types() {
+        assert!(unpriv_capable_map(MapType::Array, 0));
+        assert!(unpriv_capable_map(MapType::Hash, 0));
+        assert!(!unpriv_capable_map(
+            MapType::Hash,
+            libbpf_sys::BPF_F_ZERO_SEED
+        ));
+        assert!(!unpriv_capable_map(MapType::LruHash, 0));
+    }
+
+    #[test]
+    fn missing_object_is_an_error() {
+        let r = load_one(Path::new("/nonexistent/x.bpf.o"), "p", &LoadOpts::default());
+        assert!(matches!(r, Err(LoaderError::Open { .. })));
+    }
+}

@@ -1,0 +1,391 @@
+//! Verifier-acceptance suite: every annotated program (`__success`, `__failure`, `__msg`, ...)
+//! in the objects built from `selftests/progs/` and in the objects named by `CRIB_EXTRA_OBJS`
+//! (colon-separated paths, e.g. upstream selftest objects) is one test,
+//! `<flavor>::<object-stem>::<program>[@unpriv]`, for the stock and the patched kernel.
+//!
+//! Listing happens on the host and is cheap (BTF only). Running cases needs a guest:
+//!
+//! - Default (batch): the first case of a flavor that runs boots one guest of that flavor,
+//!   which runs every case of the flavor and reports one result line per case; each test then
+//!   reports its own case's result. Under nextest (one process per test) the results are
+//!   shared through a file keyed by `NEXTEST_RUN_ID`, so one `cargo nextest run` boots one
+//!   guest per flavor, never reusing results of an earlier run. A kernel splat during the
+//!   batch fails every case of it (the splat cannot be pinned on one case).
+//! - `CRIB_VERIFIER_VM_PER_CASE=1`: each test boots its own guest and re-runs this binary
+//!   there with `--exact <name>` (slow: one boot per case, but a splat names its case).
+//!
+//! Cases for another architecture are listed as ignored and fail (without booting) if run
+//! anyway: a skip is never a pass.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crib_harness::cases::{self, Case, Verdict};
+use crib_harness::kernel::{Flavor, Kernel};
+use crib_harness::vm::{self, Vm};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+const FLAVORS: [Flavor; 2] = [Flavor::Stock, Flavor::Patched];
+/// In the guest: run every case of this flavor and print result lines.
+const BATCH_ENV: &str = "CRIB_VERIFIER_BATCH";
+const PER_CASE_ENV: &str = "CRIB_VERIFIER_VM_PER_CASE";
+const RESULT_TAG: &str = "CRIB-VERIFIER-RESULT";
+
+/// What the listing produces: a case to run, or a test that can only fail.
+enum Entry {
+    Case {
+        flavor: Flavor,
+        name: String,
+        case: Box<Case>,
+    },
+    Broken {
+        name: String,
+        msg: String,
+    },
+}
+
+fn objects() -> Result<Vec<PathBuf>, String> {
+    let dir = Path::new(crib_harness::BPF_DIR);
+    let mut objs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.o"))
+        .collect();
+    objs.sort();
+    if let Some(extra) = std::env::var_os("CRIB_EXTRA_OBJS") {
+        for p in std::env::split_paths(&extra).filter(|p| !p.as_os_str().is_empty()) {
+            objs.push(p);
+        }
+    }
+    Ok(objs)
+}
+
+fn entries() -> Vec<Entry> {
+    let dir = Path::new(crib_harness::BPF_DIR);
+    let mut out = Vec::new();
+    if dir.join("MISSING").exists() {
+        let kdir = std::fs::read_to_string(dir.join("MISSING")).unwrap_or_default();
+        for flavor in FLAVORS {
+            out.push(Entry::Broken {
+                name: format!("{flavor}::setup::bpf_objects_built"),
+                msg: format!(
+                    "the BPF objects were not compiled: no kernel build at {kdir}. Run \
+                     scripts/build, then run the tests again (cargo rebuilds the objects)"
+                ),
+            });
+        }
+    }
+    let objs = match objects() {
+        Ok(o) => o,
+        Err(msg) => {
+            out.push(Entry::Broken {
+                name: "setup::objects".into(),
+                msg,
+            });
+            return out;
+        }
+    };
+    let mut seen_stems: Vec<String> = Vec::new();
+    let mut discovered = Vec::new();
+    for obj in objs {
+        let mut stem = cases::object_stem(&obj);
+        let n = seen_stems.iter().filter(|s| **s == stem).count();
+        seen_stems.push(stem.clone());
+        if n > 0 {
+            stem = format!("{stem}~{}", n + 1);
+        }
+        let found = match cases::guest_invisible(&obj) {
+            Some(why) => Err(why),
+            None => cases::discover(&obj).map_err(|e| e.to_string()),
+        };
+        discovered.push((stem, found));
+    }
+    for flavor in FLAVORS {
+        for (stem, found) in &discovered {
+            match found {
+                Err(e) => out.push(Entry::Broken {
+                    name: format!("{flavor}::{stem}::discover"),
+                    msg: e.clone(),
+                }),
+                Ok(oc) => {
+                    let mut oc = oc.clone();
+                    oc.stem = stem.clone();
+                    for case in oc.cases().into_iter().filter(|c| c.runs_on(flavor)) {
+                        let name = format!("{flavor}::{}", case.name());
+                        out.push(Entry::Case {
+                            flavor,
+                            name,
+                            case: Box::new(case),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\t', "\\t")
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(o) => out.push(o),
+            None => {}
+        }
+    }
+    out
+}
+
+/// One case's result as reported by the guest.
+#[derive(Clone, Debug)]
+struct CaseResult {
+    verdict: String,
+    report: String,
+}
+
+/// All results of one flavor's batch, or why the batch failed as a whole.
+type Batch = Result<Arc<HashMap<String, CaseResult>>, String>;
+
+fn parse_results(text: &str) -> Batch {
+    let mut map = HashMap::new();
+    for line in text.lines() {
+        let mut f = line.splitn(4, '\t');
+        match (f.next(), f.next(), f.next(), f.next()) {
+            (Some(RESULT_TAG), Some(name), Some(verdict), Some(report)) => {
+                let r = CaseResult {
+                    verdict: verdict.to_string(),
+                    report: unescape(report),
+                };
+                map.insert(name.to_string(), r);
+            }
+            (Some("BATCH-ERROR"), Some(msg), _, _) => return Err(unescape(msg)),
+            _ => {}
+        }
+    }
+    Ok(Arc::new(map))
+}
+
+fn tail_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Boot one guest of `flavor` that runs every case of the flavor; returns the raw result
+/// lines (or a `BATCH-ERROR` line).
+fn boot_batch(flavor: Flavor) -> String {
+    let fail = |msg: String| format!("BATCH-ERROR\t{}\n", escape(&msg));
+    let kernel = match Kernel::locate(flavor) {
+        Ok(k) => k,
+        Err(e) => return fail(e.to_string()),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(format!("cannot find the test binary: {e}")),
+    };
+    let argv: Vec<OsString> = vec![exe.into_os_string()];
+    let run = match Vm::new(&kernel).env(BATCH_ENV, flavor.as_str()).run(&argv) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("the {flavor} guest failed: {e}")),
+    };
+    let splats = run.splats();
+    if !splats.is_empty() {
+        let ex: Vec<&str> = splats.iter().map(|s| s.excerpt.as_str()).collect();
+        return fail(format!(
+            "the kernel splatted while the {flavor} guest ran all cases (any of them may be \
+             the cause; rerun with {PER_CASE_ENV}=1 to pin it down):\n{}",
+            ex.join("\n---\n")
+        ));
+    }
+    if run.exit_code != 0 {
+        return fail(format!(
+            "the batch run in the {flavor} guest exited {}:\n{}",
+            run.exit_code,
+            tail_lines(&run.output, 60)
+        ));
+    }
+    let mut text: String = run
+        .output
+        .lines()
+        .filter(|l| l.starts_with(RESULT_TAG))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!(
+        "{RESULT_TAG}-INFO\tguest boot {:.1}s, total {:.1}s for the whole {flavor} batch\n",
+        run.boot.as_secs_f64(),
+        run.total.as_secs_f64()
+    ));
+    text
+}
+
+/// Results of `flavor`'s batch: computed once per process, and once per nextest run (shared
+/// through a locked file named after `NEXTEST_RUN_ID`).
+fn batch(flavor: Flavor) -> Batch {
+    static CACHE: OnceLock<Mutex<HashMap<Flavor, Batch>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = guard.get(&flavor) {
+        return b.clone();
+    }
+    let text = match std::env::var("NEXTEST_RUN_ID") {
+        Ok(run_id) if !run_id.is_empty() => shared_batch(flavor, &run_id),
+        _ => Ok(boot_batch(flavor)),
+    };
+    let b = match text {
+        Ok(t) => parse_results(&t),
+        Err(e) => Err(e),
+    };
+    guard.insert(flavor, b.clone());
+    b
+}
+
+fn shared_batch(flavor: Flavor, run_id: &str) -> Result<String, String> {
+    let safe: String = run_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let base = std::env::temp_dir().join(format!("crib-verifier-{safe}-{flavor}"));
+    let lock_path = base.with_extension("lock");
+    let res_path = base.with_extension("results");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    // SAFETY: flock on an fd we own; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "flock {}: {}",
+            lock_path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    if let Ok(t) = std::fs::read_to_string(&res_path) {
+        return Ok(t);
+    }
+    let text = boot_batch(flavor);
+    let tmp = res_path.with_extension("tmp");
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &res_path));
+    if let Err(e) = written {
+        eprintln!(
+            "warning: cannot save batch results to {}: {e}",
+            res_path.display()
+        );
+    }
+    Ok(text)
+}
+
+fn report_of(case: &Case, name: &str) -> (cases::CaseReport, &'static str) {
+    let r = cases::run_case(case);
+    let word = match r.verdict {
+        Verdict::Pass => "PASS",
+        Verdict::Fail(_) => "FAIL",
+        Verdict::Skip(_) => "SKIP",
+    };
+    println!("{}", r.render(name));
+    (r, word)
+}
+
+/// In the guest: run every case of `flavor`, one result line each.
+fn run_batch(flavor: &str) -> ExitCode {
+    let mut n = 0;
+    for e in entries() {
+        let Entry::Case {
+            flavor: f,
+            name,
+            case,
+        } = e
+        else {
+            continue;
+        };
+        if f.as_str() != flavor {
+            continue;
+        }
+        let (r, word) = report_of(&case, &name);
+        println!("{RESULT_TAG}\t{name}\t{word}\t{}", escape(&r.render(&name)));
+        n += 1;
+    }
+    println!("batch: {n} case(s) run");
+    ExitCode::SUCCESS
+}
+
+fn case_trial(flavor: Flavor, name: String, case: Case) -> Trial {
+    let skip = case.static_skip();
+    let ignored = skip.is_some();
+    let test_name = name.clone();
+    Trial::test(name, move || {
+        if let Some(why) = skip {
+            return Err(format!("not run: {why}").into());
+        }
+        if vm::in_guest() {
+            let (r, _) = report_of(&case, &test_name);
+            return match r.verdict {
+                Verdict::Pass => Ok(()),
+                Verdict::Fail(_) => Err("case failed (details above)".into()),
+                Verdict::Skip(why) => Err(format!("not run: {why}").into()),
+            };
+        }
+        if std::env::var_os(PER_CASE_ENV).is_some_and(|v| v == "1") {
+            let run = vm::run_test_in_guest(flavor, &test_name).map_err(|e| format!("{e:#}"))?;
+            println!(
+                "(own guest: boot {:.1}s, total {:.1}s)",
+                run.boot.as_secs_f64(),
+                run.total.as_secs_f64()
+            );
+            return Ok(());
+        }
+        let results = batch(flavor).map_err(Failed::from)?;
+        let Some(r) = results.get(&test_name) else {
+            return Err(format!(
+                "the {flavor} guest did not report a result for this case (it lists {} \
+                 result(s))",
+                results.len()
+            )
+            .into());
+        };
+        println!("{}", r.report);
+        match r.verdict.as_str() {
+            "PASS" => Ok(()),
+            "SKIP" => Err("not run in the guest (see above): a skip is not a pass".into()),
+            _ => Err("case failed in the guest (details above)".into()),
+        }
+    })
+    .with_ignored_flag(ignored)
+}
+
+fn main() -> ExitCode {
+    if vm::in_guest() {
+        if let Ok(flavor) = std::env::var(BATCH_ENV) {
+            return run_batch(&flavor);
+        }
+    }
+    let args = Arguments::from_args();
+    let trials = entries()
+        .into_iter()
+        .map(|e| match e {
+            Entry::Case { flavor, name, case } => case_trial(flavor, name, *case),
+            Entry::Broken { name, msg } => Trial::test(name, move || Err(Failed::from(msg))),
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
