@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Dump one task's file table: one struct crib_rec_file per open fd, then one
+ * struct crib_rec_end, through a ring buffer. Run with BPF_PROG_RUN and a
+ * struct crib_dump_ctx (target pid in the caller's pid namespace).
+ *
+ * Return value: 0 when every open fd was reported, else a negative errno:
+ * -ESRCH (no such pid in the caller's pid namespace), whatever
+ * bpf_iter_task_file_new() refused with (-EACCES, ...), or -ENOSPC when the
+ * ring buffer had no room for some records. The end record carries the same
+ * error and the counts, so a reader can tell a complete dump from a partial
+ * one even without the return value.
+ *
+ * The file pointer of an iterator element is untrusted on a stock kernel:
+ * everything below is read through it with CO-RE probe reads, which is all a
+ * dump needs. The iterator holds the file's reference while we read it.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "crib_records.h"
+#include "crib_kfuncs.h"
+
+char _license[] SEC("license") = "GPL";
+
+#define ESRCH	3
+#define ENOSPC	28
+
+/* uapi/linux/magic.h: file systems whose files procfs shows as "anon_inode:" */
+#define ANON_INODE_FS_MAGIC	0x09041934
+#define PID_FS_MAGIC		0x50494446
+#define SOCKFS_MAGIC		0x534F434B
+
+/* uapi/linux/stat.h */
+#define S_IFMT		00170000
+#define S_IFSOCK	0140000
+#define S_IFLNK		0120000
+#define S_IFREG		0100000
+#define S_IFBLK		0060000
+#define S_IFDIR		0040000
+#define S_IFCHR		0020000
+#define S_IFIFO		0010000
+
+/*
+ * 16 MiB: a file record takes 80 bytes plus the ring buffer's 8-byte header,
+ * so about 190,000 fds fit in one run. A larger table is still walked to the
+ * end: the records that do not fit are counted in nr_dropped and the run
+ * fails with -ENOSPC.
+ */
+#define RINGBUF_BYTES	(16 << 20)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, RINGBUF_BYTES);
+} records SEC(".maps");
+
+extern struct task_struct *bpf_task_from_vpid(s32 vpid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+extern void bpf_rcu_read_lock(void) __ksym;
+extern void bpf_rcu_read_unlock(void) __ksym;
+
+/*
+ * FD_CLOEXEC lives in the task's fdtable bitmap, not in the file. The
+ * fdtable is replaced (and the old one freed after an RCU grace period) when
+ * the table grows, so read it under RCU. The bit is read after the iterator
+ * picked the file: a concurrent close()+open() of the same fd can make it
+ * belong to the newer file, as with /proc/<pid>/fdinfo.
+ */
+static __always_inline __u32 fd_cloexec(struct task_struct *task, __u32 fd)
+{
+	struct files_struct *files;
+	struct fdtable *fdt;
+	unsigned long *bits;
+	unsigned long word = 0;
+	__u32 max_fds;
+
+	bpf_rcu_read_lock();
+	files = BPF_CORE_READ(task, files);
+	fdt = BPF_CORE_READ(files, fdt);
+	max_fds = BPF_CORE_READ(fdt, max_fds);
+	if (fd < max_fds) {
+		bits = BPF_CORE_READ(fdt, close_on_exec);
+		bpf_probe_read_kernel(&word, sizeof(word), bits + fd / 64);
+	}
+	bpf_rcu_read_unlock();
+	return (word >> (fd % 64)) & 1;
+}
+
+static __always_inline __u32 file_kind(__u32 i_mode, unsigned long magic)
+{
+	if (magic == ANON_INODE_FS_MAGIC || magic == PID_FS_MAGIC)
+		return CRIB_FILE_ANON;
+	switch (i_mode & S_IFMT) {
+	case S_IFREG:
+		return CRIB_FILE_REG;
+	case S_IFDIR:
+		return CRIB_FILE_DIR;
+	case S_IFIFO:
+		return CRIB_FILE_FIFO;
+	case S_IFSOCK:
+		return CRIB_FILE_SOCK;
+	case S_IFCHR:
+		return CRIB_FILE_CHR;
+	case S_IFBLK:
+		return CRIB_FILE_BLK;
+	case S_IFLNK:
+		return CRIB_FILE_LNK;
+	}
+	return CRIB_FILE_OTHER;
+}
+
+static __always_inline void fill_file(struct crib_rec_file *rec,
+				      struct task_struct *task,
+				      struct file *file, __u32 fd)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
+	unsigned long magic = BPF_CORE_READ(sb, s_magic);
+
+	rec->fd = fd;
+	rec->f_flags = BPF_CORE_READ(file, f_flags);
+	rec->f_mode = BPF_CORE_READ(file, f_mode);
+	rec->f_pos = BPF_CORE_READ(file, f_pos);
+	rec->i_mode = BPF_CORE_READ(inode, i_mode);
+	rec->ino = BPF_CORE_READ(inode, i_ino);
+	rec->dev = BPF_CORE_READ(sb, s_dev);
+	rec->rdev = BPF_CORE_READ(inode, i_rdev);
+	rec->kind = file_kind(rec->i_mode, magic);
+	rec->cloexec = fd_cloexec(task, fd);
+
+	if (magic == SOCKFS_MAGIC) {
+		/* sock_alloc_file(): private_data is the struct socket */
+		struct socket *sock = BPF_CORE_READ(file, private_data);
+		struct sock *sk = BPF_CORE_READ(sock, sk);
+
+		rec->sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		rec->sk_type = BPF_CORE_READ(sk, sk_type);
+		rec->sk_protocol = BPF_CORE_READ(sk, sk_protocol);
+	} else if (magic == PID_FS_MAGIC) {
+		/* pidfs dentries are nameless; procfs shows them as [pidfd] */
+		__builtin_memcpy(rec->anon_name, "[pidfd]", sizeof("[pidfd]"));
+	} else if (magic == ANON_INODE_FS_MAGIC) {
+		const unsigned char *name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+
+		bpf_probe_read_kernel_str(rec->anon_name, sizeof(rec->anon_name), name);
+	}
+}
+
+static __always_inline int emit_end(int error, __u32 seq, __u32 nr, __u32 dropped)
+{
+	struct crib_rec_end *end;
+
+	end = bpf_ringbuf_reserve(&records, sizeof(*end), 0);
+	if (!end)
+		return -ENOSPC;
+	__builtin_memset(end, 0, sizeof(*end));
+	end->hdr.type = CRIB_REC_END;
+	end->hdr.size = sizeof(*end);
+	end->hdr.seq = seq;
+	end->error = error;
+	end->nr_records = nr;
+	end->nr_dropped = dropped;
+	bpf_ringbuf_submit(end, 0);
+	return 0;
+}
+
+SEC("syscall")
+int crib_dump_files(struct crib_dump_ctx *ctx)
+{
+	struct bpf_iter_task_file_item *item;
+	struct bpf_iter_task_file it;
+	struct crib_rec_file *rec;
+	struct task_struct *task;
+	__u32 seq = 0, dropped = 0;
+	int err;
+
+	task = bpf_task_from_vpid(ctx->pid);
+	if (!task) {
+		emit_end(-ESRCH, 0, 0, 0);
+		return -ESRCH;
+	}
+
+	err = bpf_iter_task_file_new(&it, task);
+	while (!err && (item = bpf_iter_task_file_next(&it))) {
+		rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+		if (!rec) {
+			dropped++;
+			continue;
+		}
+		__builtin_memset(rec, 0, sizeof(*rec));
+		rec->hdr.type = CRIB_REC_FILE;
+		rec->hdr.size = sizeof(*rec);
+		rec->hdr.seq = seq++;
+		fill_file(rec, task, item->file, item->fd);
+		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	}
+	bpf_iter_task_file_destroy(&it);
+	bpf_task_release(task);
+
+	if (!err && dropped)
+		err = -ENOSPC;
+	if (emit_end(err, seq, seq, dropped) && !err)
+		err = -ENOSPC;
+	return err;
+}
