@@ -46,7 +46,7 @@ fn main() {
     let cache = env::var_os("CRIB_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env::var("HOME").unwrap_or_default()).join(".cache/crib"));
-    let variant = env::var("CRIB_VARIANT").unwrap_or_else(|_| "debug".into());
+    let variant = env::var("CRIB_VARIANT").unwrap_or_else(|_| "release".into());
     let kdir = cache.join("kernels").join(&variant).join("stock");
     let vmlinux_h = kdir.join("vmlinux.h");
     let libbpf_inc = kdir.join("libbpf-include");

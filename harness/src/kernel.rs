@@ -93,9 +93,9 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/crib")
 }
 
-/// `$CRIB_VARIANT`, default `debug`.
+/// `$CRIB_VARIANT`, default `release` (see harness/README.md: why tests do not boot the debug kernel by default).
 pub fn variant() -> String {
-    std::env::var("CRIB_VARIANT").unwrap_or_else(|_| "debug".to_string())
+    std::env::var("CRIB_VARIANT").unwrap_or_else(|_| "release".to_string())
 }
 
 /// Parse `KEY=value` lines; blank lines and `#` comments are skipped.
