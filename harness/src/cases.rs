@@ -663,10 +663,28 @@ fn excerpt(log: &str, from: usize, n: usize) -> String {
     out
 }
 
-/// The last `n` lines of the log, numbered.
+/// The last `n` lines of the log, numbered. When the kernel appended its diagnosis section
+/// (7.3's "Verification failed: ..." report, which can be longer than `n` lines), the `n`
+/// lines before it, where the verifier's own error message is, come first.
 pub fn tail(log: &str, n: usize) -> String {
     let total = log.lines().count();
-    excerpt(log, total.saturating_sub(n) + 1, n)
+    let mut out = String::new();
+    if let Some(i) = log
+        .lines()
+        .position(|l| l.starts_with("Verification failed"))
+    {
+        if total - i > n / 2 {
+            let _ = writeln!(
+                out,
+                "(verifier messages before its diagnosis at line {}:)",
+                i + 1
+            );
+            out.push_str(&excerpt(log, i.saturating_sub(n) + 1, n.min(i)));
+            let _ = writeln!(out, "(end of the log:)");
+        }
+    }
+    out.push_str(&excerpt(log, total.saturating_sub(n) + 1, n));
+    out
 }
 
 /// Check `msgs` against `log` like test_loader's `validate_msgs`: positive messages must
@@ -1251,6 +1269,19 @@ mod tests {
         assert!(f.contains("'r1 = 42'"), "{f}");
         assert!(f.contains("matched up to line 4"), "{f}");
         assert!(f.contains("last 30 lines"), "{f}");
+    }
+
+    #[test]
+    fn tail_shows_the_error_before_a_long_diagnosis() {
+        let mut log = String::from("0: (b7) r0 = 0\nR1 invalid mem access 'scalar'\n");
+        log.push_str("Verification failed: Register Type Safety\n");
+        for i in 0..40 {
+            log.push_str(&format!("diag line {i}\n"));
+        }
+        let t = tail(&log, 30);
+        assert!(t.contains("R1 invalid mem access"), "{t}");
+        assert!(t.contains("diag line 39"), "{t}");
+        assert!(!tail(LOG, 30).contains("diagnosis"));
     }
 
     #[test]

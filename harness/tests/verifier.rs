@@ -35,6 +35,9 @@ const FLAVORS: [Flavor; 2] = [Flavor::Stock, Flavor::Patched];
 const BATCH_ENV: &str = "CRIB_VERIFIER_BATCH";
 const PER_CASE_ENV: &str = "CRIB_VERIFIER_VM_PER_CASE";
 const RESULT_TAG: &str = "CRIB-VERIFIER-RESULT";
+/// Guest time allowed per case on top of the default timeout (a case takes 0-4 s under TCG
+/// with the debug kernel; big objects with many BTF types take longer to open).
+const BATCH_SECS_PER_CASE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What the listing produces: a case to run, or a test that can only fail.
 enum Entry {
@@ -201,7 +204,16 @@ fn boot_batch(flavor: Flavor) -> String {
         Err(e) => return fail(format!("cannot find the test binary: {e}")),
     };
     let argv: Vec<OsString> = vec![exe.into_os_string()];
-    let run = match Vm::new(&kernel).env(BATCH_ENV, flavor.as_str()).run(&argv) {
+    let mut guest = Vm::new(&kernel).env(BATCH_ENV, flavor.as_str());
+    if std::env::var_os("CRIB_VM_TIMEOUT").is_none() {
+        // The whole batch runs in one guest: the default per-run timeout is for one test.
+        let n = entries()
+            .iter()
+            .filter(|e| matches!(e, Entry::Case { flavor: f, .. } if *f == flavor))
+            .count() as u32;
+        guest = guest.timeout(vm::DEFAULT_TIMEOUT + BATCH_SECS_PER_CASE * n);
+    }
+    let run = match guest.run(&argv) {
         Ok(r) => r,
         Err(e) => return fail(format!("the {flavor} guest failed: {e}")),
     };
