@@ -56,11 +56,21 @@ static int __init crib_kfuncs_init(void)
 }
 
 /*
+ * Nothing to undo: the kfunc set goes away with the module's BTF. A module
+ * without an exit function can never be unloaded; this one can once no
+ * loaded program calls its kfuncs (the verifier pins the module for each
+ * program that does). Built in, the exit function is discarded.
+ */
+static void __exit crib_kfuncs_exit(void)
+{
+}
+
+/*
  * Built in, module_init() is a device initcall: BTF and the kfunc tables are
- * set up by then. There is nothing to undo on unload; BTF of the module and
- * its kfunc set go away with the module.
+ * set up by then.
  */
 module_init(crib_kfuncs_init);
+module_exit(crib_kfuncs_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("CRIB: kfuncs for checkpointing processes from BPF");
