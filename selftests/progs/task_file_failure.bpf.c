@@ -339,9 +339,25 @@ int tf_get_file_put_no_null_check(void *ctx)
 /* ---- writes ---------------------------------------------------------------- */
 
 SEC("syscall")
-__description("writing through the item (item->fd = 0)")
+__description("stock: writing through the item (item->fd = 0)")
+__crib_flavor("stock")
 __failure __msg("only read is supported")
-int tf_write_item(void *ctx)
+int tf_stock_write_item(void *ctx)
+{
+	struct bpf_iter_task_file_item *item;
+
+	bpf_for_each(task_file, item, bpf_get_current_task_btf()) {
+		item->fd = 0;
+		break;
+	}
+	return 0;
+}
+
+SEC("syscall")
+__description("patched: writing through the item (item->fd = 0), a step-scoped element")
+__crib_flavor("patched")
+__failure __msg("R{{[0-9]}} cannot write into iterator element ptr_bpf_iter_task_file_item")
+int tf_patched_write_item(void *ctx)
 {
 	struct bpf_iter_task_file_item *item;
 

@@ -13,9 +13,13 @@
  *   "R<n> must be referenced or trusted" whether the element is current or
  *   stale. The module path is bpf_iter_task_file_get_file(): a referenced
  *   file, valid until it is put, independent of the iterator.
- * - patched kernel (verifier change of this series): item->file/item->task
- *   are trusted until the next next()/destroy() on that iterator, and
- *   rejected after it with "invalidated by iterator advance".
+ * - patched kernel (KF_ITER_NEXT_SCOPED on bpf_iter_task_file_next(), the
+ *   verifier change staged in patches-next/): item->file/item->task are
+ *   trusted until the next next()/destroy() on that iterator. Then every
+ *   copy is invalidated like a released pointer: a kfunc sees a scalar
+ *   ("R1 is scalar expected STRUCT file"), and the verifier's diagnosis
+ *   names the cause ("iterator advance invalidated this pointer",
+ *   "iterator destroy invalidated this pointer").
  * __crib_flavor() restricts a case to the kernel it describes; cases
  * without it hold on both.
  */
@@ -147,6 +151,11 @@ int tf_stock_item_file_to_trusted_kfunc(void *ctx)
 	return tf_bad;
 }
 
+/*
+ * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
+ * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
+ */
+#ifdef CRIB_KF_ITER_NEXT_SCOPED
 SEC("syscall")
 __description("patched: current item->file goes straight to a trusted-pointer kfunc")
 __crib_flavor("patched")
@@ -168,6 +177,7 @@ int tf_patched_item_file_to_trusted_kfunc(void *ctx)
 		return 1;
 	return tf_bad ? 2 : 0;
 }
+#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
 SEC("syscall")
 __description("stock: current item->task to a trusted-pointer kfunc is rejected")
@@ -190,6 +200,11 @@ int tf_stock_item_task_to_trusted_kfunc(void *ctx)
 	return tf_bad;
 }
 
+/*
+ * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
+ * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
+ */
+#ifdef CRIB_KF_ITER_NEXT_SCOPED
 SEC("syscall")
 __description("patched: current item->task goes to bpf_fget_task(), same file comes back")
 __crib_flavor("patched")
@@ -214,6 +229,7 @@ int tf_patched_item_task_to_trusted_kfunc(void *ctx)
 		return 1;
 	return tf_bad ? 2 : 0;
 }
+#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
 /* ---- a stale element: after next() / destroy() ----------------------------- */
 
@@ -240,10 +256,17 @@ int tf_stock_stale_file_after_next(void *ctx)
 	return 0;
 }
 
+/*
+ * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
+ * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
+ */
+#ifdef CRIB_KF_ITER_NEXT_SCOPED
 SEC("syscall")
 __description("patched: item->file saved before next() is invalidated by that next()")
 __crib_flavor("patched")
-__failure __msg("invalidated by iterator advance")
+__failure
+__msg("R1 is scalar expected STRUCT file")
+__msg("iterator advance invalidated this pointer")
 int tf_patched_stale_file_after_next(void *ctx)
 {
 	struct bpf_iter_task_file it;
@@ -262,6 +285,7 @@ int tf_patched_stale_file_after_next(void *ctx)
 	bpf_iter_task_file_destroy(&it);
 	return 0;
 }
+#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
 SEC("syscall")
 __description("stock: item->file saved before destroy() is rejected by a trusted-pointer kfunc")
@@ -287,10 +311,17 @@ int tf_stock_stale_file_after_destroy(void *ctx)
 	return 0;
 }
 
+/*
+ * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
+ * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
+ */
+#ifdef CRIB_KF_ITER_NEXT_SCOPED
 SEC("syscall")
 __description("patched: item->file saved before destroy() is invalidated by destroy()")
 __crib_flavor("patched")
-__failure __msg("invalidated by iterator advance")
+__failure
+__msg("R1 is scalar expected STRUCT file")
+__msg("iterator destroy invalidated this pointer")
 int tf_patched_stale_file_after_destroy(void *ctx)
 {
 	struct bpf_iter_task_file it;
@@ -310,11 +341,19 @@ int tf_patched_stale_file_after_destroy(void *ctx)
 	bpf_dynptr_file_discard(&d);
 	return 0;
 }
+#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
+/*
+ * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
+ * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
+ */
+#ifdef CRIB_KF_ITER_NEXT_SCOPED
 SEC("syscall")
 __description("patched: item->task saved before next() is invalidated by that next()")
 __crib_flavor("patched")
-__failure __msg("invalidated by iterator advance")
+__failure
+__msg("R1 is scalar expected STRUCT task_struct")
+__msg("iterator advance invalidated this pointer")
 int tf_patched_stale_task_after_next(void *ctx)
 {
 	struct bpf_iter_task_file it;
@@ -334,3 +373,4 @@ int tf_patched_stale_task_after_next(void *ctx)
 	bpf_iter_task_file_destroy(&it);
 	return 0;
 }
+#endif /* CRIB_KF_ITER_NEXT_SCOPED */

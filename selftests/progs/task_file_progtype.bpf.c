@@ -127,23 +127,40 @@ int tf_unpriv_no_caps(void *ctx)
 	return tf_n;
 }
 
+/*
+ * Patched kernel only: on a stock kernel the kfuncs live in the module's BTF,
+ * and a loader with CAP_BPF alone cannot even resolve them (libbpf finds
+ * module BTF with BPF_BTF_GET_NEXT_ID, which needs CAP_SYS_ADMIN).
+ */
 SEC("syscall")
-__description("CAP_BPF only: get_fd() walk of own files loads and runs")
+__crib_flavor("patched")
+__description("CAP_BPF only: get_fd() walk of own files, driven by bpf_for(), loads and runs")
 __caps_unpriv(CAP_BPF)
 __success_unpriv __retval_unpriv(0)
 int tf_unpriv_bpf_walk_own_fds(void *ctx)
 {
 	struct bpf_iter_task_file it;
 	struct task_struct *t;
+	int i;
 
-	tf_n = 0;
-	tf_bad = 0;
 	/* bpf_get_current_task_btf() needs CAP_PERFMON; bpf_task_from_pid() does not */
 	t = bpf_task_from_pid(bpf_get_current_pid_tgid() >> 32);
 	if (!t)
 		return 1;
+	tf_n = 0;
+	tf_bad = 0;
 	bpf_iter_task_file_new(&it, t);
-	while (bpf_iter_task_file_next(&it)) {
+	/*
+	 * Not "while (next())": without CAP_PERFMON the verifier also walks
+	 * the speculative path into the loop body after next() returned NULL,
+	 * and on 7.3 that path meets itself at the loop head with the
+	 * iterator drained and reports "infinite loop detected" (bpf_repeat()
+	 * over bpf_iter_num does the same). The bpf_for() counter changes on
+	 * every round, so its loop converges.
+	 */
+	bpf_for(i, 0, 1 << 20) {
+		if (!bpf_iter_task_file_next(&it))
+			break;
 		if (bpf_iter_task_file_get_fd(&it) < 0)
 			tf_bad++;
 		tf_n++;
@@ -155,7 +172,13 @@ int tf_unpriv_bpf_walk_own_fds(void *ctx)
 	return tf_bad ? 3 : 0;
 }
 
+/*
+ * Patched kernel only: on a stock kernel the kfuncs live in the module's BTF,
+ * and a loader with CAP_BPF alone cannot even resolve them (libbpf finds
+ * module BTF with BPF_BTF_GET_NEXT_ID, which needs CAP_SYS_ADMIN).
+ */
 SEC("syscall")
+__crib_flavor("patched")
 __description("CAP_BPF only: reading the item needs CAP_PERFMON")
 __caps_unpriv(CAP_BPF)
 __failure_unpriv
