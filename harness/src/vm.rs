@@ -649,13 +649,54 @@ fn is_env_name(k: &str) -> bool {
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// `/tmp/<name>` for each of the current directory, the current executable and the CRIB cache
+/// that lives under the host's `/tmp`: what the guest must still see once its own tmpfs covers
+/// `/tmp`.
+fn tmp_keep_dirs() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let candidates = [
+        std::env::current_dir().ok(),
+        std::env::current_exe().ok(),
+        Some(crate::kernel::cache_dir()),
+    ];
+    for p in candidates.into_iter().flatten() {
+        let Ok(rest) = p.strip_prefix("/tmp") else {
+            continue;
+        };
+        let Some(first) = rest.components().next() else {
+            continue;
+        };
+        let d = Path::new("/tmp")
+            .join(first.as_os_str())
+            .to_string_lossy()
+            .into_owned();
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
 /// Guest setup shared by command runs and the interactive shell.
 fn setup_steps(kernel: &Kernel) -> String {
     let mut s = String::new();
     s.push_str("crib_step mount -t bpf bpf /sys/fs/bpf\n");
     s.push_str("crib_step ip link set lo up\n");
-    // Guest writes to /tmp must never land in the host's /tmp (the root is the host's /).
+    // Guest writes to /tmp must never land in the host's /tmp (the root is the host's /). A
+    // checkout, target dir or cache that lives under the host's /tmp is carried through the
+    // tmpfs with a bind mount, or the guest could not see the binaries it is asked to run.
+    let keep = tmp_keep_dirs();
+    for (i, d) in keep.iter().enumerate() {
+        let q = shell_quote(d);
+        let _ = writeln!(s, "crib_step mkdir -p /run/crib-keep/{i}");
+        let _ = writeln!(s, "crib_step mount --bind {q} /run/crib-keep/{i}");
+    }
     s.push_str("crib_step mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp\n");
+    for (i, d) in keep.iter().enumerate() {
+        let q = shell_quote(d);
+        let _ = writeln!(s, "crib_step mkdir -p {q}");
+        let _ = writeln!(s, "crib_step mount --bind /run/crib-keep/{i} {q}");
+    }
     if let Some(module) = &kernel.module {
         let _ = writeln!(
             s,
