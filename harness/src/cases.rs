@@ -463,10 +463,15 @@ pub struct ObjectCases {
 }
 
 /// Why a guest could not read `path`: the guest sees the host's `/` but mounts a fresh
-/// tmpfs on `/tmp` (see vm.rs), so objects under `/tmp` are invisible there.
+/// tmpfs on `/tmp` (see vm.rs), so objects under `/tmp` are invisible there, except inside
+/// the directories the runner carries through (`vm::tmp_keep_dirs`: the checkout, its target
+/// dir, the cache).
 pub fn guest_invisible(path: &Path) -> Option<String> {
     let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    abs.starts_with("/tmp").then(|| {
+    let kept = crate::vm::tmp_keep_dirs()
+        .iter()
+        .any(|d| abs.starts_with(d));
+    (abs.starts_with("/tmp") && !kept).then(|| {
         format!(
             "{}: the guest mounts its own tmpfs on /tmp and cannot see this file; put the \
              object somewhere else",

@@ -652,7 +652,7 @@ fn is_env_name(k: &str) -> bool {
 /// `/tmp/<name>` for each of the current directory, the current executable and the CRIB cache
 /// that lives under the host's `/tmp`: what the guest must still see once its own tmpfs covers
 /// `/tmp`.
-fn tmp_keep_dirs() -> Vec<String> {
+pub fn tmp_keep_dirs() -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let candidates = [
         std::env::current_dir().ok(),
