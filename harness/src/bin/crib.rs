@@ -173,8 +173,14 @@ fn cmd_vm(args: Vec<OsString>) -> Result<i32> {
             return Ok(EXIT_VM_FAILED);
         }
     };
+    Ok(report_run("crib vm", &kernel, &run))
+}
+
+/// Print how a guest run went and turn it into `crib`'s exit code: the command's own, or
+/// EXIT_SPLAT (with every excerpt printed) when the guest's dmesg holds a kernel splat.
+fn report_run(who: &str, kernel: &Kernel, run: &vm::GuestRun) -> i32 {
     eprintln!(
-        "crib vm: {} kernel {}: command exited {} (boot to command {:.1}s, total {:.1}s)",
+        "{who}: {} kernel {}: command exited {} (boot to command {:.1}s, total {:.1}s)",
         kernel.flavor,
         kernel.release,
         run.exit_code,
@@ -182,17 +188,17 @@ fn cmd_vm(args: Vec<OsString>) -> Result<i32> {
         run.total.as_secs_f64()
     );
     let splats = run.splats();
-    if !splats.is_empty() {
-        eprintln!(
-            "crib vm: {} kernel splat(s) in the guest's dmesg:",
-            splats.len()
-        );
-        for s in &splats {
-            eprintln!("---\n{}", s.excerpt);
-        }
-        return Ok(EXIT_SPLAT);
+    if splats.is_empty() {
+        return run.exit_code;
     }
-    Ok(run.exit_code)
+    eprintln!(
+        "{who}: {} kernel splat(s) in the guest's dmesg:",
+        splats.len()
+    );
+    for s in &splats {
+        eprintln!("---\n{}", s.excerpt);
+    }
+    EXIT_SPLAT
 }
 
 /// `crib dump --pid N [--json]`: dump one process's fd table with `dump_files.bpf.c`.
@@ -354,25 +360,7 @@ fn cmd_cases(args: Vec<OsString>) -> Result<i32> {
             return Ok(EXIT_VM_FAILED);
         }
     };
-    eprintln!(
-        "crib cases: {flavor} kernel {}: guest exited {} (boot {:.1}s, total {:.1}s)",
-        kernel.release,
-        run.exit_code,
-        run.boot.as_secs_f64(),
-        run.total.as_secs_f64()
-    );
-    let splats = run.splats();
-    if !splats.is_empty() {
-        eprintln!(
-            "crib cases: {} kernel splat(s) in the guest's dmesg:",
-            splats.len()
-        );
-        for s in &splats {
-            eprintln!("---\n{}", s.excerpt);
-        }
-        return Ok(EXIT_SPLAT);
-    }
-    Ok(run.exit_code)
+    Ok(report_run("crib cases", &kernel, &run))
 }
 
 /// `crib demo`: the main job `scripts/setup` runs in each freshly booted kernel. Checks the CRIB
