@@ -226,7 +226,6 @@ fn check_expected(
 }
 
 #[test]
-#[ignore = "not yet run to completion in a guest: the dump program loads and matches procfs in `crib demo`, but this test was not verified before the session ended (issue 3 stays open)"]
 fn dump_full_table_matches_procfs_stock() {
     run(
         Flavor::Stock,
@@ -236,7 +235,6 @@ fn dump_full_table_matches_procfs_stock() {
 }
 
 #[test]
-#[ignore = "not yet run to completion in a guest: the dump program loads and matches procfs in `crib demo`, but this test was not verified before the session ended (issue 3 stays open)"]
 fn dump_full_table_matches_procfs_patched() {
     run(
         Flavor::Patched,
@@ -312,7 +310,6 @@ fn dense_table(_flavor: Flavor) -> Result<()> {
 }
 
 #[test]
-#[ignore = "not yet run to completion in a guest: the dump program loads and matches procfs in `crib demo`, but this test was not verified before the session ended (issue 3 stays open)"]
 fn dump_120k_fds_in_one_run_stock() {
     run(Flavor::Stock, "dump_120k_fds_in_one_run_stock", dense_table);
 }
@@ -445,7 +442,6 @@ fn unload_module(flavor: Flavor) -> Result<()> {
 }
 
 #[test]
-#[ignore = "not yet run to completion in a guest: the dump program loads and matches procfs in `crib demo`, but this test was not verified before the session ended (issue 3 stays open)"]
 fn dump_races_with_open_close_dup2_stock() {
     run(
         Flavor::Stock,
@@ -455,7 +451,6 @@ fn dump_races_with_open_close_dup2_stock() {
 }
 
 #[test]
-#[ignore = "not yet run to completion in a guest: the dump program loads and matches procfs in `crib demo`, but this test was not verified before the session ended (issue 3 stays open)"]
 fn dump_races_with_open_close_dup2_patched() {
     run(
         Flavor::Patched,
@@ -744,7 +739,6 @@ fn unprivileged_child(dumper: &Dumper, target: i32, flavor: Flavor) -> String {
 }
 
 #[test]
-#[ignore = "not yet run to completion in a guest: the dump program loads and matches procfs in `crib demo`, but this test was not verified before the session ended (issue 3 stays open)"]
 fn dump_bad_input_fails_with_exact_errno_stock() {
     run(
         Flavor::Stock,
@@ -754,7 +748,6 @@ fn dump_bad_input_fails_with_exact_errno_stock() {
 }
 
 #[test]
-#[ignore = "not yet run to completion in a guest: the dump program loads and matches procfs in `crib demo`, but this test was not verified before the session ended (issue 3 stays open)"]
 fn dump_bad_input_fails_with_exact_errno_patched() {
     run(
         Flavor::Patched,
