@@ -963,6 +963,56 @@ fn errno_name(e: i32) -> String {
     format!("{} ({})", std::io::Error::from_raw_os_error(e), e)
 }
 
+/// The unprivileged load: prepare the object (`bpf_object__prepare()`: kfunc and ksym
+/// externs, BTF, maps) with the thread's full capabilities, then drop CAP_SYS_ADMIN,
+/// CAP_NET_ADMIN, CAP_PERFMON and CAP_BPF (giving back `extra`) for the program load only,
+/// and restore them for the test run, as test_loader does. Resolving externs needs
+/// CAP_SYS_ADMIN for a module's kfuncs (libbpf lists module BTF with `BPF_BTF_GET_NEXT_ID`),
+/// so without the privileged prepare no case calling a module kfunc could load unprivileged.
+/// Call in a thread of its own: capabilities are per thread.
+fn load_unprivileged(
+    case: &Case,
+    opts: &LoadOpts,
+    extra: u64,
+    notes: &mut Vec<String>,
+) -> Result<loader::Loaded, String> {
+    let pending = loader::open_one(&case.object, &case.spec.prog, opts)
+        .map_err(|e| format!("cannot load: {e}"))?;
+    let pending = pending.prepare().map_err(|e| {
+        format!(
+            "{e}\n(the unprivileged variant runs bpf_object__prepare() with full capabilities \
+             before dropping them: this failure is not caused by the dropped capabilities, and \
+             the unprivileged program load was not attempted)"
+        )
+    })?;
+    let cur = caps::get().map_err(|e| format!("capget: {e}"))?;
+    let drop_mask = (1u64 << CAP_SYS_ADMIN)
+        | (1u64 << CAP_NET_ADMIN)
+        | (1u64 << CAP_PERFMON)
+        | (1u64 << CAP_BPF);
+    let mut reduced = cur;
+    reduced.effective = (cur.effective & !drop_mask) | (extra & cur.permitted);
+    caps::set(reduced).map_err(|e| format!("capset (dropping capabilities): {e}"))?;
+    let loaded = pending.load();
+    caps::set(cur).map_err(|e| format!("capset (restoring capabilities): {e}"))?;
+    notes.push(
+        "prepared with full capabilities (bpf_object__prepare: kfunc/ksym externs, module BTF, \
+         object BTF, maps)"
+            .into(),
+    );
+    notes.push(format!(
+        "unprivileged program load: effective capabilities {:#x} (dropped SYS_ADMIN, NET_ADMIN, \
+         PERFMON, BPF{})",
+        reduced.effective,
+        if extra != 0 {
+            format!("; granted {extra:#x}")
+        } else {
+            String::new()
+        }
+    ));
+    Ok(loaded)
+}
+
 fn load_and_check(
     case: &Case,
     opts: &LoadOpts,
@@ -971,42 +1021,15 @@ fn load_and_check(
 ) -> Verdict {
     let prog = &case.spec.prog;
     let expect = case.expect();
-    // Drop privileges for the load only (test_loader restores them for the test run).
-    let saved =
-        match unpriv_caps {
-            None => None,
-            Some(extra) => {
-                let cur = match caps::get() {
-                    Ok(c) => c,
-                    Err(e) => return Verdict::Fail(format!("capget: {e}")),
-                };
-                let drop_mask = (1u64 << CAP_SYS_ADMIN)
-                    | (1u64 << CAP_NET_ADMIN)
-                    | (1u64 << CAP_PERFMON)
-                    | (1u64 << CAP_BPF);
-                let mut s = cur;
-                s.effective = (cur.effective & !drop_mask) | (extra & cur.permitted);
-                if let Err(e) = caps::set(s) {
-                    return Verdict::Fail(format!("capset (dropping capabilities): {e}"));
-                }
-                notes.push(format!(
-                "unprivileged load: effective capabilities {:#x} (dropped SYS_ADMIN, NET_ADMIN, \
-                 PERFMON, BPF{})",
-                s.effective,
-                if extra != 0 { format!("; granted {extra:#x}") } else { String::new() }
-            ));
-                Some(cur)
-            }
-        };
-    let loaded = loader::load_one(&case.object, prog, opts);
-    if let Some(cur) = saved {
-        if let Err(e) = caps::set(cur) {
-            return Verdict::Fail(format!("capset (restoring capabilities): {e}"));
-        }
-    }
-    let loaded = match loaded {
-        Ok(l) => l,
-        Err(e) => return Verdict::Fail(format!("cannot load: {e}")),
+    let loaded = match unpriv_caps {
+        None => match loader::load_one(&case.object, prog, opts) {
+            Ok(l) => l,
+            Err(e) => return Verdict::Fail(format!("cannot load: {e}")),
+        },
+        Some(extra) => match load_unprivileged(case, opts, extra, notes) {
+            Ok(l) => l,
+            Err(e) => return Verdict::Fail(e),
+        },
     };
     let log = &loaded.log;
     match (&loaded.error, expect.failure) {

@@ -7,6 +7,10 @@
 //!   open the object, autoload only `prog`, load. `Loaded { object: Option<Object>, log: String,
 //!   error: Option<(i32 /*errno*/, String)> }`: a rejected program is Ok with `error` set and
 //!   the full verifier log, so callers can match messages.
+//! - `open_one(obj, prog, opts) -> Result<PendingLoad, LoaderError>`, then optionally
+//!   `PendingLoad::prepare(self) -> Result<PendingLoad, LoaderError>` (`bpf_object__prepare`:
+//!   externs, BTF, maps), then `PendingLoad::load(self) -> Loaded` (the program loads):
+//!   `load_one` in steps, so that the steps can run with different capabilities.
 //! - `LoadOpts { log_level: u32, log_size: usize }` with Default (16 MiB log buffer; see
 //!   [`LoadOpts`] for the level and the optional fields the verifier runner uses).
 //! - `run_syscall<T: Copy>(prog: &Program, ctx: &mut T) -> Result<i32, LoaderError>`:
@@ -19,11 +23,11 @@ use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::raw::c_char;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use libbpf_rs::{
-    AsRawLibbpf, Map, MapCore, MapType, Object, ObjectBuilder, OpenObject, PrintLevel, Program,
-    RingBufferBuilder,
+    AsRawLibbpf, Map, MapCore, MapType, Object, ObjectBuilder, OpenObject, PrintCallback,
+    PrintLevel, Program, RingBufferBuilder,
 };
 use thiserror::Error;
 
@@ -48,6 +52,17 @@ pub enum LoaderError {
         path: PathBuf,
         prog: String,
         source: libbpf_rs::Error,
+    },
+    #[error(
+        "{path}: libbpf could not prepare the object (bpf_object__prepare: {}); no \
+         program reached the verifier.\nlibbpf:\n{}",
+        std::io::Error::from_raw_os_error(*.errno),
+        .libbpf.trim_end()
+    )]
+    Prepare {
+        path: PathBuf,
+        errno: i32,
+        libbpf: String,
     },
     #[error("BPF_PROG_RUN of '{prog}' failed: {source}")]
     Run {
@@ -146,7 +161,8 @@ pub fn unpriv_capable_map(ty: MapType, flags: u32) -> bool {
 }
 
 /// libbpf's own messages (warnings: missing kfuncs, relocation or map-creation failures),
-/// collected while [`load_one`] runs. Loads are serialised by [`LOAD_LOCK`].
+/// collected while a load runs (from [`PendingLoad::prepare`] or the start of
+/// [`PendingLoad::load`] to its end). Loads are serialised by [`LOAD_LOCK`].
 static LIBBPF_MSGS: Mutex<String> = Mutex::new(String::new());
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
 
@@ -155,6 +171,38 @@ fn collect_libbpf_msg(_level: PrintLevel, msg: String) {
         if m.len() < (1 << 20) {
             m.push_str(&msg);
         }
+    }
+}
+
+/// libbpf's print callback pointed at [`LIBBPF_MSGS`] while this lives; holds [`LOAD_LOCK`]
+/// (the callback is process-wide) and restores the previous callback when dropped.
+struct Capture {
+    _guard: MutexGuard<'static, ()>,
+    previous: Option<(PrintLevel, PrintCallback)>,
+}
+
+impl Capture {
+    fn start() -> Capture {
+        // A poisoned lock only means another load panicked; the state it guards is reset here.
+        let guard = LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(mut m) = LIBBPF_MSGS.lock() {
+            m.clear();
+        }
+        let previous = libbpf_rs::set_print(Some((PrintLevel::Info, collect_libbpf_msg)));
+        Capture {
+            _guard: guard,
+            previous,
+        }
+    }
+
+    fn messages(&self) -> String {
+        LIBBPF_MSGS.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        libbpf_rs::set_print(self.previous.take());
     }
 }
 
@@ -168,6 +216,26 @@ fn prog_names(open: &OpenObject) -> Vec<String> {
 /// A program the verifier rejects is `Ok` with `error` set; `Err` means the object could not
 /// even be opened or the program does not exist.
 pub fn load_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<Loaded, LoaderError> {
+    Ok(open_one(obj, prog, opts)?.load())
+}
+
+/// An object opened and set up to load one program: the first half of [`load_one`].
+/// [`load`](PendingLoad::load) finishes it; [`prepare`](PendingLoad::prepare) before that
+/// splits off everything but the program loads, so that the two can run with different
+/// capabilities (the verifier runner's unprivileged mode).
+pub struct PendingLoad {
+    open: OpenObject,
+    /// The verifier log of the program under test. libbpf keeps only the pointer: the heap
+    /// buffer stays where it is when the struct moves, and lives as long as the object.
+    log_buf: Vec<u8>,
+    path: PathBuf,
+    /// Set by `prepare()`, so that `load()` reports libbpf's messages of both steps.
+    capture: Option<Capture>,
+}
+
+/// Open `obj` and set up `prog` (log buffer, log level, flags), the `opts.also_load`
+/// programs and the maps as [`load_one`] does, without touching the kernel.
+pub fn open_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<PendingLoad, LoaderError> {
     let mut open = ObjectBuilder::default()
         .open_file(obj)
         .map_err(|source| LoaderError::Open {
@@ -192,7 +260,6 @@ pub fn load_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<Loaded, Loade
         }
     }
 
-    // The buffer must outlive the load; libbpf only keeps the pointer.
     let log_size = opts.log_size.max(4096);
     let mut log_buf = vec![0u8; log_size];
     for mut p in open.progs_mut() {
@@ -203,8 +270,9 @@ pub fn load_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<Loaded, Loade
             continue;
         }
         let raw = p.as_libbpf_object().as_ptr();
-        // SAFETY: `raw` is a valid program of `open`; `log_buf` lives until after the load
-        // below and is not touched by Rust meanwhile.
+        // SAFETY: `raw` is a valid program of `open`; `log_buf` moves into the returned
+        // `PendingLoad` together with `open` (its heap buffer does not move) and is not
+        // touched by Rust until the load is over.
         let rc = unsafe {
             libbpf_sys::bpf_program__set_log_buf(
                 raw,
@@ -235,37 +303,66 @@ pub fn load_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<Loaded, Loade
                 })?;
         }
     }
+    Ok(PendingLoad {
+        open,
+        log_buf,
+        path: obj.to_path_buf(),
+        capture: None,
+    })
+}
 
-    // A poisoned lock only means another load panicked; the state it guards is reset here.
-    let _guard = LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Ok(mut m) = LIBBPF_MSGS.lock() {
-        m.clear();
+impl PendingLoad {
+    /// `bpf_object__prepare()`: everything of `bpf_object__load()` but the program loads:
+    /// kernel feature probes, vmlinux and module BTF, resolving kfunc and ksym externs
+    /// (module BTF is found with `BPF_BTF_GET_NEXT_ID`/`BPF_BTF_GET_FD_BY_ID`, which need
+    /// CAP_SYS_ADMIN), relocations, loading the object's BTF and creating its maps. Run with
+    /// the capabilities these need; [`load`](Self::load) then only loads the programs. An
+    /// `Err` means the programs never reached the verifier.
+    pub fn prepare(mut self) -> Result<PendingLoad, LoaderError> {
+        let capture = Capture::start();
+        let raw_obj = self.open.as_libbpf_object().as_ptr();
+        // SAFETY: `raw_obj` is the open object owned by `self.open`, not loaded yet.
+        let rc = unsafe { libbpf_sys::bpf_object__prepare(raw_obj) };
+        if rc != 0 {
+            return Err(LoaderError::Prepare {
+                path: self.path,
+                errno: -rc,
+                libbpf: capture.messages(),
+            });
+        }
+        self.capture = Some(capture);
+        Ok(self)
     }
-    let previous = libbpf_rs::set_print(Some((PrintLevel::Info, collect_libbpf_msg)));
-    let raw_obj = open.as_libbpf_object().as_ptr();
-    // SAFETY: `raw_obj` is the open object owned by `open`.
-    let rc = unsafe { libbpf_sys::bpf_object__load(raw_obj) };
-    libbpf_rs::set_print(previous);
-    let libbpf_msgs = LIBBPF_MSGS.lock().map(|m| m.clone()).unwrap_or_default();
 
-    let log = CStr::from_bytes_until_nul(&log_buf)
-        .map(|c| c.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| String::from_utf8_lossy(&log_buf).into_owned());
-    if rc == 0 {
-        // SAFETY: the object was loaded successfully; ownership moves to `Object`.
-        let object = unsafe { Object::from_ptr(open.take_ptr()) };
-        Ok(Loaded {
-            object: Some(object),
-            log,
-            error: None,
-        })
-    } else {
-        drop(open);
-        Ok(Loaded {
-            object: None,
-            log,
-            error: Some((-rc, libbpf_msgs)),
-        })
+    /// Load the programs (`bpf_object__load()`; after [`prepare`](Self::prepare) that
+    /// loads the programs only) and return the verifier log of the program under test.
+    pub fn load(mut self) -> Loaded {
+        let capture = self.capture.take().unwrap_or_else(Capture::start);
+        let raw_obj = self.open.as_libbpf_object().as_ptr();
+        // SAFETY: `raw_obj` is the open object owned by `self.open`.
+        let rc = unsafe { libbpf_sys::bpf_object__load(raw_obj) };
+        let libbpf_msgs = capture.messages();
+        drop(capture);
+
+        let log_buf = &self.log_buf;
+        let log = CStr::from_bytes_until_nul(log_buf)
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(log_buf).into_owned());
+        if rc == 0 {
+            // SAFETY: the object was loaded successfully; ownership moves to `Object`.
+            let object = unsafe { Object::from_ptr(self.open.take_ptr()) };
+            Loaded {
+                object: Some(object),
+                log,
+                error: None,
+            }
+        } else {
+            Loaded {
+                object: None,
+                log,
+                error: Some((-rc, libbpf_msgs)),
+            }
+        }
     }
 }
 
