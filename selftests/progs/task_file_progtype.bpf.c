@@ -13,9 +13,13 @@
  *   of __caps_unpriv() given back; the test run has them all again, as in
  *   test_loader): a SYSCALL program needs CAP_BPF to load at all, and
  *   reading the item (a kernel struct through a BTF pointer) needs
- *   CAP_PERFMON too. The run-time permission check of _new() (-EACCES for a
- *   task the caller may not ptrace-read) cannot be reached from here, since
- *   the run keeps CAP_SYS_PTRACE: the dump tests cover it.
+ *   CAP_PERFMON too. These cases hold on both kernels: the runner resolves
+ *   the kfuncs (bpf_object__prepare()) before it drops the capabilities, so
+ *   on the stock kernel, where they live in the module's BTF, libbpf still
+ *   finds them (listing module BTF needs CAP_SYS_ADMIN). The run-time
+ *   permission check of _new() (-EACCES for a task the caller may not
+ *   ptrace-read) cannot be reached from here, since the run keeps
+ *   CAP_SYS_PTRACE: the dump tests cover it.
  */
 #include "task_file_common.h"
 
@@ -127,13 +131,7 @@ int tf_unpriv_no_caps(void *ctx)
 	return tf_n;
 }
 
-/*
- * Patched kernel only: on a stock kernel the kfuncs live in the module's BTF,
- * and a loader with CAP_BPF alone cannot even resolve them (libbpf finds
- * module BTF with BPF_BTF_GET_NEXT_ID, which needs CAP_SYS_ADMIN).
- */
 SEC("syscall")
-__crib_flavor("patched")
 __description("CAP_BPF only: get_fd() walk of own files, driven by bpf_for(), loads and runs")
 __caps_unpriv(CAP_BPF)
 __success_unpriv __retval_unpriv(0)
@@ -172,13 +170,7 @@ int tf_unpriv_bpf_walk_own_fds(void *ctx)
 	return tf_bad ? 3 : 0;
 }
 
-/*
- * Patched kernel only: on a stock kernel the kfuncs live in the module's BTF,
- * and a loader with CAP_BPF alone cannot even resolve them (libbpf finds
- * module BTF with BPF_BTF_GET_NEXT_ID, which needs CAP_SYS_ADMIN).
- */
 SEC("syscall")
-__crib_flavor("patched")
 __description("CAP_BPF only: reading the item needs CAP_PERFMON")
 __caps_unpriv(CAP_BPF)
 __failure_unpriv
