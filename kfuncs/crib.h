@@ -7,6 +7,7 @@
 #ifndef _CRIB_H
 #define _CRIB_H
 
+#include <linux/btf.h>
 #include <linux/types.h>
 
 /*
@@ -29,6 +30,18 @@
  */
 struct task_struct;
 struct file;
+
+/*
+ * In-tree, KF_ITER_NEXT_SCOPED (include/linux/btf.h) makes the verifier
+ * treat the pointers in the element returned by bpf_iter_task_file_next()
+ * as trusted until the next next()/destroy() on that iterator. A stock
+ * kernel lacks the flag: the module then leaves them untrusted (readable
+ * with probe loads) and bpf_iter_task_file_get_file() is the way to a
+ * trusted file.
+ */
+#ifndef KF_ITER_NEXT_SCOPED
+#define KF_ITER_NEXT_SCOPED	0
+#endif
 
 struct bpf_iter_task_file_item {
 	struct task_struct *task;

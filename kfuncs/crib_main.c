@@ -36,7 +36,8 @@ __bpf_kfunc_end_defs();
 BTF_KFUNCS_START(crib_kfunc_ids)
 BTF_ID_FLAGS(func, bpf_crib_abi_version)
 BTF_ID_FLAGS(func, bpf_iter_task_file_new, KF_ITER_NEW)
-BTF_ID_FLAGS(func, bpf_iter_task_file_next, KF_ITER_NEXT | KF_RET_NULL)
+BTF_ID_FLAGS(func, bpf_iter_task_file_next,
+	     KF_ITER_NEXT | KF_RET_NULL | KF_ITER_NEXT_SCOPED)
 BTF_ID_FLAGS(func, bpf_iter_task_file_destroy, KF_ITER_DESTROY)
 BTF_ID_FLAGS(func, bpf_iter_task_file_get_fd)
 BTF_ID_FLAGS(func, bpf_iter_task_file_get_file, KF_ACQUIRE | KF_RET_NULL)

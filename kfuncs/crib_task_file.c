@@ -141,19 +141,21 @@ static int crib_files_access(struct task_struct *task)
 }
 
 /*
- * Trusted file references are handed out only for files opened for I/O,
- * as fget() does: an O_PATH file was opened without any access check on the
- * file itself, so kfuncs that accept a trusted file (bpf_dynptr_from_file()
- * reads the page cache) must not get one. The iterator still lists O_PATH
- * files, as /proc/<pid>/fd does.
+ * A reference lives for the rest of the program and can reach
+ * bpf_dynptr_from_file(), whose reads in a sleepable program (SYSCALL
+ * programs are) go through __kernel_read(), i.e. the file's ->read_iter.
+ * For a regular file open for reading that is what pread(2) on it gives,
+ * without moving f_pos. For anything else it is not a harmless look:
+ * pipes, sockets, ttys, eventfd, signalfd, timerfd and most devices would
+ * have data consumed; O_WRONLY files trip a WARN in __kernel_read() and
+ * O_PATH files were opened without any access check. So references are
+ * handed out only for regular files open for reading. The iterator still
+ * lists every file, as /proc/<pid>/fd does.
  */
-static struct file *crib_no_path_file(struct file *file)
+static bool crib_file_shareable(const struct file *file)
 {
-	if (file && (file->f_mode & FMODE_PATH)) {
-		fput(file);
-		return NULL;
-	}
-	return file;
+	return (file->f_mode & FMODE_READ) &&
+	       S_ISREG(file_inode(file)->i_mode);
 }
 
 static u32 crib_exec_id(struct task_struct *task)
@@ -220,6 +222,13 @@ __bpf_kfunc int bpf_iter_task_file_new(struct bpf_iter_task_file *it,
  * the task has executed a new program since access was last checked,
  * checks again first and stops the walk if access is now denied
  * (bpf_iter_task_file_get_fd() then reports -EACCES).
+ *
+ * The element's task and file are held by the iterator; in-tree the
+ * verifier lets them be passed to kfuncs taking trusted pointers for
+ * exactly this step (KF_ITER_NEXT_SCOPED). Every file is listed, O_PATH
+ * included: kfuncs that read a file's contents check what they read
+ * themselves (bpf_dynptr_from_file() takes only regular files open for
+ * reading).
  *
  * Return: the current element, valid until the next call of
  * bpf_iter_task_file_next() or bpf_iter_task_file_destroy() on @it, or
@@ -309,7 +318,8 @@ __bpf_kfunc int bpf_iter_task_file_get_fd(struct bpf_iter_task_file *it__iter)
  * released with bpf_crib_put_file().
  *
  * Return: the current element's file with its reference count raised, or
- * NULL if there is no current element or the file is an O_PATH file.
+ * NULL if there is no current element or it is not a regular file open
+ * for reading.
  */
 __bpf_kfunc struct file *
 bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter)
@@ -317,7 +327,7 @@ bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter)
 	struct bpf_iter_task_file_kern *kit = (void *)it__iter;
 
 	/* The iterator holds a reference, so the count cannot be zero. */
-	if (!kit->item.file || (kit->item.file->f_mode & FMODE_PATH))
+	if (!kit->item.file || !crib_file_shareable(kit->item.file))
 		return NULL;
 	return get_file(kit->item.file);
 }
@@ -331,15 +341,22 @@ bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter)
  * reference must be released with bpf_crib_put_file().
  *
  * Return: the file installed at @fd with a new reference, or NULL if
- * nothing is installed there, it is an O_PATH file, @task has no descriptor
- * table, or current may not look at @task's files.
+ * nothing is installed there, it is not a regular file open for reading,
+ * @task has no descriptor table, or current may not look at @task's files.
  */
 __bpf_kfunc struct file *bpf_fget_task(struct task_struct *task,
 				       unsigned int fd)
 {
+	struct file *file;
+
 	if (crib_files_access(task))
 		return NULL;
-	return crib_no_path_file(crib_fget_task(task, fd));
+	file = crib_fget_task(task, fd);
+	if (file && !crib_file_shareable(file)) {
+		fput(file);
+		return NULL;
+	}
+	return file;
 }
 
 /**

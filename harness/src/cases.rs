@@ -891,6 +891,21 @@ mod caps {
     }
 }
 
+/// What the runner keeps open while cases run. Cases that take file references walk the
+/// runner's own fd table, and the CRIB kfuncs hand out references only for regular files open
+/// for reading (a guest's stdio is pipes and `/dev/null`): hold one, our own executable.
+pub struct Fixtures {
+    _regular_file: std::fs::File,
+}
+
+/// Open the [`Fixtures`]; keep the result alive while the cases run.
+pub fn fixtures() -> std::io::Result<Fixtures> {
+    let exe = std::env::current_exe()?;
+    Ok(Fixtures {
+        _regular_file: std::fs::File::open(exe)?,
+    })
+}
+
 /// Load and check one case. Call in the guest (it loads into the running kernel).
 pub fn run_case(case: &Case) -> CaseReport {
     let t0 = Instant::now();

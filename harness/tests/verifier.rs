@@ -320,6 +320,13 @@ fn report_of(case: &Case, name: &str) -> (cases::CaseReport, &'static str) {
 
 /// In the guest: run every case of `flavor`, one result line each.
 fn run_batch(flavor: &str) -> ExitCode {
+    let _fixtures = match cases::fixtures() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot open the cases' regular-file fixture (this executable): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut n = 0;
     for e in entries() {
         let Entry::Case {

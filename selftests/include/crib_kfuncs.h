@@ -49,14 +49,15 @@ extern void bpf_iter_task_file_destroy(struct bpf_iter_task_file *it) __ksym __w
 extern int bpf_iter_task_file_get_fd(struct bpf_iter_task_file *it__iter) __ksym __weak;
 
 /* New reference to the current element's file (release with
- * bpf_crib_put_file()), NULL without a current element or for an O_PATH
- * file (listed by the iterator, but never handed out as a reference).
+ * bpf_crib_put_file()), NULL without a current element or unless it is a
+ * regular file open for reading (every file is listed by the iterator, but
+ * only those are handed out as references).
  */
 extern struct file *
 bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter) __ksym __weak;
 
 /* Reference to the file at @fd of @task (same permission check as _new);
- * NULL if none, O_PATH, or not permitted.
+ * NULL if none, not a regular file open for reading, or not permitted.
  */
 extern struct file *bpf_fget_task(struct task_struct *task,
 				  unsigned int fd) __ksym __weak;

@@ -18,4 +18,20 @@
 /* Largest pid the pid-walking nested case looks at. */
 #define TF_MAX_PID	4096
 
+/*
+ * From include/linux/fs.h, uapi/linux/stat.h and errno.h (vmlinux.h carries
+ * no macros).
+ */
+#define TF_FMODE_READ	((fmode_t)(1 << 0))
+#define TF_S_IFMT	00170000
+#define TF_S_IFREG	0100000
+#define EBADF		9
+#define EINVAL		22
+
+/*
+ * Cases that need a file reference count on at least one regular file open
+ * for reading in the runner's table: the CRIB runner keeps its own
+ * executable open for that (crib cases).
+ */
+
 #endif /* __TASK_FILE_COMMON_H */

@@ -353,11 +353,7 @@ int tf_stock_write_item(void *ctx)
 	return 0;
 }
 
-/*
- * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
- * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
- */
-#ifdef CRIB_KF_ITER_NEXT_SCOPED
+/* Patched kernel: KF_ITER_NEXT_SCOPED (kernel-patches/0001) makes the element trusted for one step. */
 SEC("syscall")
 __description("patched: writing through the item (item->fd = 0), a step-scoped element")
 __crib_flavor("patched")
@@ -372,7 +368,6 @@ int tf_patched_write_item(void *ctx)
 	}
 	return 0;
 }
-#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
 SEC("syscall")
 __description("writing through the item's file (item->file->f_pos = 0)")

@@ -47,7 +47,7 @@ int tf_get_file_to_trusted_kfunc(void *ctx)
 	while (bpf_iter_task_file_next(&it)) {
 		f = bpf_iter_task_file_get_file(&it);
 		if (!f)
-			continue;	/* O_PATH files are never handed out */
+			continue;	/* only regular files open for reading */
 		if (bpf_dynptr_from_file(f, 0, &d))
 			tf_bad++;
 		bpf_dynptr_file_discard(&d);
@@ -151,11 +151,7 @@ int tf_stock_item_file_to_trusted_kfunc(void *ctx)
 	return tf_bad;
 }
 
-/*
- * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
- * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
- */
-#ifdef CRIB_KF_ITER_NEXT_SCOPED
+/* Patched kernel: KF_ITER_NEXT_SCOPED (kernel-patches/0001) makes the element trusted for one step. */
 SEC("syscall")
 __description("patched: current item->file goes straight to a trusted-pointer kfunc")
 __crib_flavor("patched")
@@ -168,16 +164,25 @@ int tf_patched_item_file_to_trusted_kfunc(void *ctx)
 	tf_n = 0;
 	tf_bad = 0;
 	bpf_for_each(task_file, item, bpf_get_current_task_btf()) {
-		if (bpf_dynptr_from_file(item->file, 0, &d))
+		struct file *f = item->file;
+		int err = bpf_dynptr_from_file(f, 0, &d);
+		int want = 0;
+
+		/* kernel-patches/0002: only regular files open for reading */
+		if (!(f->f_mode & TF_FMODE_READ))
+			want = -EBADF;
+		else if ((f->f_inode->i_mode & TF_S_IFMT) != TF_S_IFREG)
+			want = -EINVAL;
+		if (err != want)
 			tf_bad++;
 		bpf_dynptr_file_discard(&d);
-		tf_n++;
+		if (!want)
+			tf_n++;
 	}
 	if (tf_n == 0)
 		return 1;
 	return tf_bad ? 2 : 0;
 }
-#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
 SEC("syscall")
 __description("stock: current item->task to a trusted-pointer kfunc is rejected")
@@ -200,11 +205,7 @@ int tf_stock_item_task_to_trusted_kfunc(void *ctx)
 	return tf_bad;
 }
 
-/*
- * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
- * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
- */
-#ifdef CRIB_KF_ITER_NEXT_SCOPED
+/* Patched kernel: KF_ITER_NEXT_SCOPED (kernel-patches/0001) makes the element trusted for one step. */
 SEC("syscall")
 __description("patched: current item->task goes to bpf_fget_task(), same file comes back")
 __crib_flavor("patched")
@@ -219,7 +220,7 @@ int tf_patched_item_task_to_trusted_kfunc(void *ctx)
 	bpf_for_each(task_file, item, bpf_get_current_task_btf()) {
 		f = bpf_fget_task(item->task, item->fd);
 		if (!f)
-			continue;	/* O_PATH */
+			continue;	/* not a regular file open for reading */
 		if (f != item->file)
 			tf_bad++;
 		bpf_crib_put_file(f);
@@ -229,7 +230,6 @@ int tf_patched_item_task_to_trusted_kfunc(void *ctx)
 		return 1;
 	return tf_bad ? 2 : 0;
 }
-#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
 /* ---- a stale element: after next() / destroy() ----------------------------- */
 
@@ -256,11 +256,7 @@ int tf_stock_stale_file_after_next(void *ctx)
 	return 0;
 }
 
-/*
- * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
- * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
- */
-#ifdef CRIB_KF_ITER_NEXT_SCOPED
+/* Patched kernel: KF_ITER_NEXT_SCOPED (kernel-patches/0001) makes the element trusted for one step. */
 SEC("syscall")
 __description("patched: item->file saved before next() is invalidated by that next()")
 __crib_flavor("patched")
@@ -285,7 +281,6 @@ int tf_patched_stale_file_after_next(void *ctx)
 	bpf_iter_task_file_destroy(&it);
 	return 0;
 }
-#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
 SEC("syscall")
 __description("stock: item->file saved before destroy() is rejected by a trusted-pointer kfunc")
@@ -311,11 +306,7 @@ int tf_stock_stale_file_after_destroy(void *ctx)
 	return 0;
 }
 
-/*
- * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
- * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
- */
-#ifdef CRIB_KF_ITER_NEXT_SCOPED
+/* Patched kernel: KF_ITER_NEXT_SCOPED (kernel-patches/0001) makes the element trusted for one step. */
 SEC("syscall")
 __description("patched: item->file saved before destroy() is invalidated by destroy()")
 __crib_flavor("patched")
@@ -341,13 +332,8 @@ int tf_patched_stale_file_after_destroy(void *ctx)
 	bpf_dynptr_file_discard(&d);
 	return 0;
 }
-#endif /* CRIB_KF_ITER_NEXT_SCOPED */
 
-/*
- * Needs the KF_ITER_NEXT_SCOPED verifier change staged in patches-next/, which is not
- * in kernel-patches/ yet: compiled only with -DCRIB_KF_ITER_NEXT_SCOPED.
- */
-#ifdef CRIB_KF_ITER_NEXT_SCOPED
+/* Patched kernel: KF_ITER_NEXT_SCOPED (kernel-patches/0001) makes the element trusted for one step. */
 SEC("syscall")
 __description("patched: item->task saved before next() is invalidated by that next()")
 __crib_flavor("patched")
@@ -373,4 +359,3 @@ int tf_patched_stale_task_after_next(void *ctx)
 	bpf_iter_task_file_destroy(&it);
 	return 0;
 }
-#endif /* CRIB_KF_ITER_NEXT_SCOPED */

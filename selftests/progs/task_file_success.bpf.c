@@ -205,7 +205,7 @@ int tf_get_file_live(void *ctx)
 	while ((item = bpf_iter_task_file_next(&it))) {
 		f = bpf_iter_task_file_get_file(&it);
 		if (!f)
-			continue;	/* O_PATH files are never handed out */
+			continue;	/* only regular files open for reading */
 		if (f != item->file)
 			tf_bad++;
 		bpf_crib_put_file(f);
@@ -250,7 +250,7 @@ int tf_fget_task_then_put(void *ctx)
 	bpf_for_each(task_file, item, cur) {
 		f = bpf_fget_task(cur, item->fd);
 		if (!f)
-			continue;	/* O_PATH, or closed meanwhile */
+			continue;	/* not regular + readable, or closed meanwhile */
 		if (f != item->file)
 			tf_bad++;
 		bpf_crib_put_file(f);

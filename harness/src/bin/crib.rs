@@ -320,6 +320,8 @@ fn cmd_cases(args: Vec<OsString>) -> Result<i32> {
         return Ok(0);
     }
     if in_guest {
+        let _fixtures = cases::fixtures()
+            .context("opening this executable read-only (the cases' regular-file fixture)")?;
         let (mut passed, mut failed, mut skipped) = (0, 0, 0);
         for c in &all {
             let r = cases::run_case(c);
