@@ -252,7 +252,7 @@ fn errno_name(errno: i32) -> String {
     }
 }
 
-fn read_pod<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
+pub(crate) fn read_pod<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
         return None;
     }

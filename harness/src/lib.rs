@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod dump;
+pub mod file_read;
 pub mod hello;
 pub mod kernel;
 pub mod loader;

@@ -19,6 +19,7 @@ enum crib_rec_type {
 	CRIB_REC_HELLO = 1,	/* struct crib_rec_hello */
 	CRIB_REC_FILE = 2,	/* struct crib_rec_file */
 	CRIB_REC_END = 3,	/* struct crib_rec_end: last record of a dump */
+	CRIB_REC_READ = 4,	/* struct crib_rec_read (file_read.bpf.c) */
 };
 
 /* Common header of every record. */
@@ -87,6 +88,29 @@ struct crib_rec_end {
 	__u32 nr_records;	/* records written before this one */
 	__u32 nr_dropped;	/* records the ring buffer had no room for */
 	__u32 pad;
+};
+
+/*
+ * What a program got when it read the start of one file through
+ * bpf_dynptr_from_file() (file_read.bpf.c: which files a trusted file
+ * pointer can be read through, on each kernel).
+ */
+enum crib_read_stage {
+	CRIB_READ_OK = 0,	/* read len bytes into head */
+	CRIB_READ_NO_REF,	/* the acquiring getter returned NULL */
+	CRIB_READ_DYNPTR,	/* bpf_dynptr_from_file() failed with err */
+	CRIB_READ_READ,		/* bpf_dynptr_read() failed with err */
+};
+
+#define CRIB_READ_HEAD 16
+
+struct crib_rec_read {
+	struct crib_rec_hdr hdr;
+	__u32 fd;
+	__u32 stage;		/* enum crib_read_stage */
+	__s32 err;		/* negative errno of the failing call, else 0 */
+	__u32 len;		/* bytes read into head */
+	__u8 head[CRIB_READ_HEAD];
 };
 
 #endif /* __CRIB_RECORDS_H */

@@ -1,0 +1,229 @@
+//! Which files a BPF program can read through a trusted `struct file *` from the task_file
+//! iterator (issue 3, items 3 and 4): `selftests/progs/file_read.bpf.c` reads the first bytes
+//! of each of this process's files with `bpf_dynptr_from_file()`.
+//!
+//! In a sleepable program those reads go through the file's `->read_iter`: for a pipe that
+//! would consume the target's data, for a write-only file it trips a WARN in
+//! `__kernel_read()`. So:
+//!
+//! - stock + module: only through a reference from `bpf_iter_task_file_get_file()`, which is
+//!   handed out only for regular files open for reading (O_WRONLY, O_PATH and the pipe get
+//!   none); `item->file` passed directly is rejected by the verifier.
+//! - patched: `item->file` is trusted for the step (KF_ITER_NEXT_SCOPED) whatever the file,
+//!   and `bpf_dynptr_from_file()` refuses files not open for reading (EBADF) and files that
+//!   are not regular (EINVAL; kernel-patches/0002).
+//!
+//! Either way the pipe still holds its bytes afterwards, and the guest's dmesg has no splat.
+//!
+//! Each test body runs in a guest booted from the built kernel; the host only starts it.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use crib_harness::file_read::{self, FileReader, Outcome, Via};
+use crib_harness::kernel::Flavor;
+use crib_harness::loader::{self, LoadOpts};
+use crib_harness::vm;
+
+const CONTENT: &[u8; 16] = b"crib-read-probe!";
+
+fn run(flavor: Flavor, name: &str, body: fn() -> Result<()>) {
+    let result = if vm::in_guest() {
+        body()
+    } else {
+        vm::run_test_in_guest(flavor, name).map(|_| ())
+    };
+    if let Err(e) = result {
+        panic!("{e:#}");
+    }
+}
+
+const PIPE_DATA: &[u8] = b"pipe bytes nobody may consume";
+
+/// The files under test, each open in one mode, with the fd it got, and the pipe's write end.
+struct Files {
+    fds: Vec<(&'static str, OwnedFd)>,
+    _pipe_w: OwnedFd,
+}
+
+/// A pipe holding [`PIPE_DATA`]: (read end, write end).
+fn pipe_with_data() -> Result<(OwnedFd, OwnedFd)> {
+    let mut p = [0; 2];
+    // SAFETY: p has room for the two fds pipe2() writes.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2()");
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    let mut wf = fs::File::from(w.try_clone().context("dup of the pipe's write end")?);
+    wf.write_all(PIPE_DATA).context("writing into the pipe")?;
+    Ok((r, w))
+}
+
+/// The pipe must still hold exactly [`PIPE_DATA`]: nothing consumed by the programs.
+fn check_pipe_intact(files: &Files) -> Result<()> {
+    let (_, r) = files
+        .fds
+        .iter()
+        .find(|(m, _)| *m == "pipe")
+        .context("no pipe among the files under test")?;
+    let mut buf = vec![0u8; PIPE_DATA.len() + 16];
+    // SAFETY: r is an open fd; buf is valid for buf.len() bytes. O_NONBLOCK is not set, but
+    // the pipe holds data, so read() returns at once.
+    let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    ensure!(
+        n >= 0,
+        "reading the pipe back: {}",
+        std::io::Error::last_os_error()
+    );
+    let got = &buf[..n as usize];
+    ensure!(
+        got == PIPE_DATA,
+        "the pipe lost data to the programs: holds {:?}, expected {:?}",
+        String::from_utf8_lossy(got),
+        String::from_utf8_lossy(PIPE_DATA)
+    );
+    eprintln!("pipe: still holds its {} bytes", PIPE_DATA.len());
+    Ok(())
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")?;
+    // SAFETY: c is a valid NUL-terminated path; the fd is owned by the OwnedFd below.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("open({}, O_PATH)", path.display()));
+    }
+    // SAFETY: fd was just returned by open() and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_files(dir: &Path) -> Result<Files> {
+    let data = dir.join("data");
+    fs::write(&data, CONTENT).with_context(|| format!("writing {}", data.display()))?;
+    let open = |read: bool, write: bool| -> Result<OwnedFd> {
+        let f = OpenOptions::new()
+            .read(read)
+            .write(write)
+            .open(&data)
+            .with_context(|| format!("opening {} (read {read}, write {write})", data.display()))?;
+        Ok(f.into())
+    };
+    let (pipe_r, pipe_w) = pipe_with_data()?;
+    Ok(Files {
+        fds: vec![
+            ("O_RDONLY", open(true, false)?),
+            ("O_WRONLY", open(false, true)?),
+            ("O_RDWR", open(true, true)?),
+            ("O_PATH", open_path(&data)?),
+            ("pipe", pipe_r),
+        ],
+        _pipe_w: pipe_w,
+    })
+}
+
+/// Run `via` over this process and compare the outcome of our four fds with `expect`.
+fn check(via: Via, files: &Files, expect: impl Fn(&str) -> Outcome) -> Result<()> {
+    let reader = FileReader::load(via).with_context(|| format!("loading {}", via.prog_name()))?;
+    let got: BTreeMap<u32, Outcome> = reader
+        .read_all(std::process::id() as i32)
+        .with_context(|| format!("running {}", via.prog_name()))?;
+    let mut wrong = Vec::new();
+    for (mode, fd) in &files.fds {
+        let fd = fd.as_raw_fd() as u32;
+        let want = expect(mode);
+        match got.get(&fd) {
+            None => wrong.push(format!("fd {fd} ({mode}): not reported, expected {want:?}")),
+            Some(o) if *o != want => {
+                wrong.push(format!("fd {fd} ({mode}): got {o:?}, expected {want:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    ensure!(
+        wrong.is_empty(),
+        "{} over this process's files:\n  {}",
+        via.prog_name(),
+        wrong.join("\n  ")
+    );
+    eprintln!(
+        "{}: {} fds reported, the five under test as expected",
+        via.prog_name(),
+        got.len()
+    );
+    Ok(())
+}
+
+fn readable() -> Outcome {
+    Outcome::Read(CONTENT.to_vec())
+}
+
+/// Both kernels: references only for regular files open for reading.
+fn get_file_expect(mode: &str) -> Outcome {
+    match mode {
+        "O_RDONLY" | "O_RDWR" => readable(),
+        _ => Outcome::NoReference,
+    }
+}
+
+fn stock() -> Result<()> {
+    let dir = Path::new("/tmp/crib-file-read");
+    fs::create_dir_all(dir).context("creating /tmp/crib-file-read")?;
+    let files = open_files(dir)?;
+    check(Via::GetFile, &files, get_file_expect)?;
+    check_pipe_intact(&files)?;
+    // item->file passed directly: the stock verifier must refuse it as untrusted.
+    let obj = Path::new(crib_harness::BPF_DIR).join(file_read::OBJ_FILE);
+    let prog = Via::ItemFile.prog_name();
+    let loaded = loader::load_one(&obj, prog, &LoadOpts::default())
+        .with_context(|| format!("loading {prog} from {}", obj.display()))?;
+    let Some((errno, msg)) = &loaded.error else {
+        bail!("{prog} loaded on the stock kernel: item->file must be untrusted there");
+    };
+    let want = "R1 must be referenced or trusted";
+    ensure!(
+        loaded.log.contains(want),
+        "{prog} was rejected (errno {errno}: {msg}) but the log lacks {want:?}:\n{}",
+        loaded.log
+    );
+    eprintln!("{prog}: rejected by the stock verifier ({want})");
+    Ok(())
+}
+
+fn patched() -> Result<()> {
+    let dir = Path::new("/tmp/crib-file-read");
+    fs::create_dir_all(dir).context("creating /tmp/crib-file-read")?;
+    let files = open_files(dir)?;
+    check(Via::ItemFile, &files, |mode| match mode {
+        "O_RDONLY" | "O_RDWR" => readable(),
+        "pipe" => Outcome::DynptrRefused(libc::EINVAL),
+        _ => Outcome::DynptrRefused(libc::EBADF),
+    })?;
+    check(Via::GetFile, &files, get_file_expect)?;
+    check_pipe_intact(&files)
+}
+
+#[test]
+fn file_reads_only_regular_readable_files_via_get_file_stock() {
+    run(
+        Flavor::Stock,
+        "file_reads_only_regular_readable_files_via_get_file_stock",
+        stock,
+    );
+}
+
+#[test]
+fn file_reads_item_file_trusted_only_regular_readable_patched() {
+    run(
+        Flavor::Patched,
+        "file_reads_item_file_trusted_only_regular_readable_patched",
+        patched,
+    );
+}
