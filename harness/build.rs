@@ -27,6 +27,7 @@ fn main() {
 
     bindgen::Builder::default()
         .header(include.join("crib_records.h").to_string_lossy())
+        .header(include.join("crib_bench.h").to_string_lossy())
         .allowlist_type("crib_.*")
         .allowlist_var("CRIB_.*")
         .derive_default(true)
@@ -35,7 +36,7 @@ fn main() {
         .prepend_enum_name(false)
         .layout_tests(true)
         .generate()
-        .expect("bindgen failed on selftests/include/crib_records.h")
+        .expect("bindgen failed on selftests/include/crib_records.h or crib_bench.h")
         .write_to_file(out.join("records.rs"))
         .expect("cannot write records.rs");
 

@@ -1,6 +1,7 @@
 //! CRIB test harness: locate the kernels `scripts/build` made, boot them under QEMU with
 //! vmtest, load and run BPF programs, decode their records and compare them with ground truth.
 
+pub mod bench;
 pub mod cases;
 pub mod dump;
 pub mod file_read;

@@ -32,6 +32,13 @@ subcommands:
         (in a guest) the main job scripts/setup runs in each kernel: check the CRIB ABI with
         the hello program, dump this process's own fd table and compare every field with
         procfs. Exit 0 only if everything matched.
+  bench [--fds N] [--rounds N] [--warmup N]
+        (in a guest, as root) measure what one get_file/put pair costs per use of the current
+        file: a child holds N read-only regular files (default 4096); four programs walk its
+        fd table (1 walk, 2 + get_file/put, 3 + get_file/dynptr/put, 4 + dynptr of item->file,
+        patched kernel only), interleaved for --rounds rounds (default 100) after --warmup
+        (default 5); prints median/min ns per fd and the ratios. Exit 1 if a check failed
+        (the modes walked different tables, an unexpected dynptr error).
   dump --pid N [--json]
         (in a guest, as root) dump the fd table of pid N with the CRIB dump program: one
         line (or JSON object) per fd. Exit 1 with the translated errno when the dump fails
@@ -45,6 +52,7 @@ fn main() -> ExitCode {
     let result = match sub.as_ref().and_then(|s| s.to_str()) {
         Some("vm") => cmd_vm(rest),
         Some("dump") => cmd_dump(rest),
+        Some("bench") => cmd_bench(rest),
         Some("demo") => cmd_demo(rest),
         Some("cases") => cmd_cases(rest),
         Some("-h") | Some("--help") | Some("help") => {
@@ -244,6 +252,34 @@ fn cmd_dump(args: Vec<OsString>) -> Result<i32> {
         eprintln!("crib dump: pid {pid}: {} fds", files.len());
     }
     Ok(0)
+}
+
+/// `crib bench [--fds N] [--rounds N] [--warmup N]`: the get/put benchmark (`bench.rs`).
+fn cmd_bench(args: Vec<OsString>) -> Result<i32> {
+    use crib_harness::bench;
+    let Some(opts) = bench::Options::parse(&args)? else {
+        println!("{}", bench::USAGE);
+        return Ok(0);
+    };
+    let report = bench::run(&opts, &mut |msg| eprintln!("crib bench: {msg}"));
+    match report {
+        Ok(r) => {
+            print!("{}", r.render());
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!(
+                "crib bench: {e}{}",
+                if vm::in_guest() {
+                    ""
+                } else {
+                    "\n(the programs need the CRIB kfuncs: run it in a guest, e.g. \
+                     scripts/vm --kernel stock -- target/debug/crib bench)"
+                }
+            );
+            Ok(1)
+        }
+    }
 }
 
 /// `crib cases [--kernel stock|patched] [--list] OBJ...`: list the verifier-acceptance cases
