@@ -2,21 +2,21 @@
 //! use of the current file, next to the patched kernel's way (KF_ITER_NEXT_SCOPED: `item->file`
 //! is trusted for the current step and goes to a kfunc directly).
 //!
-//! A target child opens N regular files (read-only, so `bpf_dynptr_from_file()` accepts them on
-//! the patched kernel too, where kernel-patches/0002 refuses files not open for reading) and
-//! sleeps. The programs of `selftests/progs/bench_task_file.bpf.c` walk its fd table, one mode
-//! per program ([`Mode`]), and time the walk inside the program with `bpf_ktime_get_ns()`:
+//! A target child opens N regular files read-only (what `get_file()` hands out and
+//! `bpf_dynptr_from_file()` accepts on either kernel; kernel-patches/0002 refuses anything else)
+//! and sleeps. The programs of `selftests/progs/bench_task_file.bpf.c` walk its fd table, one
+//! mode per program ([`Mode`]), and time the walk inside the program with `bpf_ktime_get_ns()`:
 //! SYSCALL programs take no `repeat`, so a time taken around `BPF_PROG_RUN` from user space
 //! would also count the syscall, the context copies and the task lookup. The wall time of each
 //! run is recorded too, for comparison.
 //!
 //! Rounds interleave the modes (the order rotates every round), so drift of the machine's speed
-//! (other guests, a kernel build on the host) hits every mode alike. Every run is checked: the
-//! program returned 0, walked exactly the fds `/proc/<pid>/fd` lists (count and fd sum), got a
-//! file from every `get_file()`, and `bpf_dynptr_from_file()` failed only with `-EBADF` on fds
-//! that are not open for reading (the inherited stdio). A run that fails a check ends the
-//! benchmark with an error saying what differed; numbers are only reported for runs that
-//! passed.
+//! (other guests, a kernel build on the host) hits every mode alike. Every run is checked
+//! ([`check_sample`]): the program returned 0 and walked exactly the fds `/proc/<pid>/fd` lists
+//! (count and fd sum), and every fd it could not use (`get_file()` NULL, a dynptr error) is one
+//! that is not a regular file open for reading (the inherited stdio), never one of the
+//! benchmark's files. A run that fails a check ends the benchmark with an error saying what
+//! differed; numbers are only reported when every run passed.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
@@ -747,7 +747,7 @@ fn fail_allowed(t: &TableFd, fail: Fail) -> bool {
     }
 }
 
-/// Check one run against the table procfs showed. Returns a message naming what differed.
+/// Check one run against the table procfs showed; the error names what differed.
 pub fn check_sample(
     mode: Mode,
     round: u32,
