@@ -155,6 +155,10 @@ pub struct Expect {
     pub retval: Option<Retval>,
     /// Capabilities (bit numbers) added back for the unprivileged load.
     pub caps: u64,
+    /// `__crib_load_errno(n)` (ours): the load must fail with exactly this errno. Only on a
+    /// mode that expects a failure; for rejections that leave no verifier log to match
+    /// (e.g. EPERM before the verifier runs).
+    pub load_errno: Option<i32>,
 }
 
 /// `__load_if_JITed()` / `__load_if_no_JITed()`.
@@ -299,8 +303,34 @@ fn parse_flag(name: &str) -> Option<u32> {
     })
 }
 
+/// The number of `__crib_load_errno(n)`: a positive errno. `crib_test.h` defines the usual
+/// names as numbers (vmlinux.h has no errno macros), so a name reaching the tag means it was
+/// not defined, and a negative number means `-EPERM` was written for `EPERM`.
+pub fn parse_errno(v: &str) -> Result<i32, &'static str> {
+    let t = v.trim();
+    if t.trim_start_matches(['-', '(', ' '])
+        .starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return Err(
+            "errno names must be numbers (crib_test.h defines EPERM, EACCES, EINVAL, \
+             ...; define others as numbers)",
+        );
+    }
+    let n = parse_int(t).ok_or("not an errno number")?;
+    if n < 0 {
+        return Err(
+            "give the positive errno (EPERM, not -EPERM): it is compared with the \
+             errno of the failed load",
+        );
+    }
+    i32::try_from(n)
+        .ok()
+        .filter(|n| (1..=4095).contains(n))
+        .ok_or("not an errno number (1 to 4095)")
+}
+
 /// Turn the ordered tag bodies of program `prog` into a spec (test_loader.c's
-/// `parse_test_spec`, plus `crib_flavor=`).
+/// `parse_test_spec`, plus `crib_flavor=` and `crib_load_errno[_unpriv]=`).
 pub fn parse_spec(prog: &str, tags: &[String]) -> Result<CaseSpec, CaseError> {
     let bad = |tag: &str, reason: &str| CaseError::BadTag {
         prog: prog.to_string(),
@@ -393,6 +423,18 @@ pub fn parse_spec(prog: &str, tags: &[String]) -> Result<CaseSpec, CaseError> {
                 "no_jited" => LoadMode::NoJited,
                 _ => return Err(bad(t, "unknown load mode")),
             });
+        } else if let Some(v) = t.strip_prefix("crib_load_errno=") {
+            if s.privileged.load_errno.is_some() {
+                return Err(bad(t, "a second load errno for the privileged run"));
+            }
+            s.privileged.load_errno = Some(parse_errno(v).map_err(|r| bad(t, r))?);
+            s.priv_mode = true;
+        } else if let Some(v) = t.strip_prefix("crib_load_errno_unpriv=") {
+            if s.unprivileged.load_errno.is_some() {
+                return Err(bad(t, "a second load errno for the unprivileged run"));
+            }
+            s.unprivileged.load_errno = Some(parse_errno(v).map_err(|r| bad(t, r))?);
+            s.unpriv_mode = true;
         } else if let Some(v) = t.strip_prefix("crib_flavor=") {
             s.flavor = Some(
                 v.parse()
@@ -422,6 +464,31 @@ pub fn parse_spec(prog: &str, tags: &[String]) -> Result<CaseSpec, CaseError> {
     }
     if s.unprivileged.msgs.is_empty() {
         s.unprivileged.msgs = s.privileged.msgs.clone();
+    }
+    // An errno is the errno of a failed load: never on a mode that expects the load to
+    // succeed, where it could only be ignored. The privileged errno carries over to the
+    // unprivileged run as `__msg` does, but only if that run expects a failure too.
+    if let Some(e) = s.privileged.load_errno {
+        if !s.privileged.failure {
+            return Err(bad(
+                &format!("crib_load_errno={e}"),
+                "the privileged load is expected to succeed (__success, or no __failure); \
+                 __crib_load_errno needs __failure (for the unprivileged run only: \
+                 __crib_load_errno_unpriv with __failure_unpriv)",
+            ));
+        }
+    }
+    if let Some(e) = s.unprivileged.load_errno {
+        if !s.unprivileged.failure {
+            return Err(bad(
+                &format!("crib_load_errno_unpriv={e}"),
+                "the unprivileged load is expected to succeed (__success_unpriv, or the \
+                 privileged expectation); __crib_load_errno_unpriv needs __failure_unpriv",
+            ));
+        }
+    }
+    if s.unprivileged.load_errno.is_none() && s.unprivileged.failure {
+        s.unprivileged.load_errno = s.privileged.load_errno;
     }
     Ok(s)
 }
@@ -974,8 +1041,115 @@ fn run_case_inner(case: &Case, notes: &mut Vec<String>) -> Verdict {
     }
 }
 
+/// The symbolic name of an errno a BPF load can return, if it is one of those.
+fn errno_symbol(e: i32) -> Option<&'static str> {
+    Some(match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ENOTTY => "ENOTTY",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ESPIPE => "ESPIPE",
+        libc::EROFS => "EROFS",
+        libc::EMLINK => "EMLINK",
+        libc::ERANGE => "ERANGE",
+        libc::EDEADLK => "EDEADLK",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOSYS => "ENOSYS",
+        libc::ELOOP => "ELOOP",
+        libc::ENODATA => "ENODATA",
+        libc::ETIME => "ETIME",
+        libc::EPROTO => "EPROTO",
+        libc::EBADMSG => "EBADMSG",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EALREADY => "EALREADY",
+        libc::EINPROGRESS => "EINPROGRESS",
+        libc::ECANCELED => "ECANCELED",
+        libc::EOWNERDEAD => "EOWNERDEAD",
+        // Kernel-internal (include/linux/errno.h), which BPF returns to user space at times.
+        524 => "ENOTSUPP",
+        _ => return None,
+    })
+}
+
+/// `EPERM (1: Operation not permitted)`; `errno 600 (Unknown error 600)` for a number
+/// without a name here.
 fn errno_name(e: i32) -> String {
-    format!("{} ({})", std::io::Error::from_raw_os_error(e), e)
+    let text = std::io::Error::from_raw_os_error(e).to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    match errno_symbol(e) {
+        Some(sym) => format!("{sym} ({e}: {text})"),
+        None => format!("errno {e} ({text})"),
+    }
+}
+
+/// libbpf's messages and the end of the verifier log, for a report about a failed load.
+fn load_failure_context(libbpf: &str, log: &str) -> String {
+    let libbpf = libbpf.trim_end();
+    let mut out = if libbpf.is_empty() {
+        "libbpf: (no messages)\n".to_string()
+    } else {
+        format!("libbpf:\n{libbpf}\n")
+    };
+    if log.trim().is_empty() {
+        out.push_str(
+            "verifier log: empty (nothing from the verifier: the kernel refused the program \
+             before the verifier ran, or libbpf failed before the program reached the kernel)",
+        );
+    } else {
+        let _ = write!(out, "last 30 lines of the verifier log:\n{}", tail(log, 30));
+    }
+    out
+}
+
+/// The errno check of a load that failed as expected: with a `__crib_load_errno`, the errno
+/// must be exactly that one. `Ok(note)` says what was checked; `Err(report)` names the
+/// expected and the actual errno (name and number), libbpf's messages and the log's end.
+fn check_load_errno(
+    prog: &str,
+    want: Option<i32>,
+    got: i32,
+    libbpf: &str,
+    log: &str,
+) -> Result<String, String> {
+    match want {
+        None => Ok(format!("rejected as expected: {}", errno_name(got))),
+        Some(w) if w == got => Ok(format!(
+            "rejected as expected, with the expected errno {}",
+            errno_name(got)
+        )),
+        Some(w) => Err(format!(
+            "expected the load of '{prog}' to fail with {}, but it failed with {}\n{}",
+            errno_name(w),
+            errno_name(got),
+            load_failure_context(libbpf, log)
+        )),
+    }
 }
 
 /// The unprivileged load: prepare the object (`bpf_object__prepare()`: kfunc and ksym
@@ -1049,12 +1223,16 @@ fn load_and_check(
     let log = &loaded.log;
     match (&loaded.error, expect.failure) {
         (None, true) => {
+            let what = match expect.load_errno {
+                Some(e) => format!("the load of '{prog}' to fail with {}", errno_name(e)),
+                None => format!("the verifier to reject '{prog}'"),
+            };
             return Verdict::Fail(format!(
-                "expected the verifier to reject '{prog}', but it loaded.\nlast 30 lines of \
-                 the verifier log (log level {}):\n{}",
+                "expected {what}, but it loaded.\nlast 30 lines of the verifier log (log level \
+                 {}):\n{}",
                 opts.log_level,
                 tail(log, 30)
-            ))
+            ));
         }
         (Some((errno, msgs)), false) => {
             return Verdict::Fail(format!(
@@ -1065,8 +1243,11 @@ fn load_and_check(
                 tail(log, 30)
             ))
         }
-        (Some((errno, _)), true) => {
-            notes.push(format!("rejected as expected: {}", errno_name(*errno)))
+        (Some((errno, msgs)), true) => {
+            match check_load_errno(prog, expect.load_errno, *errno, msgs, log) {
+                Ok(note) => notes.push(note),
+                Err(report) => return Verdict::Fail(report),
+            }
         }
         (None, false) => notes.push("loaded as expected".into()),
     }
@@ -1346,6 +1527,173 @@ mod tests {
         // Trailing negative: checked to the end of the log.
         let bad = pats(&[("r0 = 0", false), ("{{processed [0-9]+}}", true)]);
         assert!(match_msgs(LOG, &bad).is_err());
+    }
+
+    #[test]
+    fn load_errno_parsing() {
+        // Privileged, inherited by the unprivileged run when that fails too (like __msg).
+        let s = parse_spec(
+            "p",
+            &v(&[
+                "test_expect_failure",
+                "crib_load_errno=13",
+                "test_caps_unpriv=39",
+            ]),
+        )
+        .unwrap();
+        assert!(s.tagged && s.unsupported.is_empty());
+        assert_eq!(s.expect(Mode::Priv).load_errno, Some(libc::EACCES));
+        assert_eq!(s.expect(Mode::Unpriv).load_errno, Some(libc::EACCES));
+        // The unprivileged run only, as tf_unpriv_no_caps writes it.
+        let s = parse_spec(
+            "p",
+            &v(&["test_expect_failure_unpriv", "crib_load_errno_unpriv=1"]),
+        )
+        .unwrap();
+        assert_eq!(s.modes(), vec![Mode::Unpriv]);
+        assert_eq!(s.expect(Mode::Unpriv).load_errno, Some(libc::EPERM));
+        assert_eq!(s.expect(Mode::Priv).load_errno, None);
+        // Tag order does not matter: the verdict may come after the errno.
+        let s = parse_spec(
+            "p",
+            &v(&["crib_load_errno_unpriv=1", "test_expect_failure_unpriv"]),
+        )
+        .unwrap();
+        assert_eq!(s.expect(Mode::Unpriv).load_errno, Some(libc::EPERM));
+        // An explicit unprivileged errno wins over the privileged one.
+        let s = parse_spec(
+            "p",
+            &v(&[
+                "test_expect_failure",
+                "crib_load_errno=22",
+                "test_expect_failure_unpriv",
+                "crib_load_errno_unpriv=1",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.expect(Mode::Priv).load_errno, Some(libc::EINVAL));
+        assert_eq!(s.expect(Mode::Unpriv).load_errno, Some(libc::EPERM));
+        // Not inherited by an unprivileged run that expects the load to succeed.
+        let s = parse_spec(
+            "p",
+            &v(&[
+                "test_expect_failure",
+                "crib_load_errno=22",
+                "test_expect_success_unpriv",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.expect(Mode::Unpriv).load_errno, None);
+        assert_eq!(parse_errno(" 4095 "), Ok(4095));
+    }
+
+    #[test]
+    fn load_errno_errors() {
+        let err = |tags: &[&str]| match parse_spec("p", &v(tags)) {
+            Err(e) => e.to_string(),
+            Ok(s) => panic!("{tags:?} parsed: {s:?}"),
+        };
+        // On a case whose load must succeed, explicit or by default.
+        for tags in [
+            &["test_expect_success", "crib_load_errno=1"][..],
+            &["crib_load_errno=1"],
+            &["test_expect_msg=x", "crib_load_errno=1"],
+            &["crib_load_errno=1", "test_expect_failure_unpriv"],
+        ] {
+            let e = err(tags);
+            assert!(e.contains("crib_load_errno=1"), "{e}");
+            assert!(e.contains("privileged load is expected to succeed"), "{e}");
+        }
+        for tags in [
+            &["test_expect_success_unpriv", "crib_load_errno_unpriv=1"][..],
+            &["crib_load_errno_unpriv=1"],
+            &[
+                "test_expect_failure",
+                "test_expect_success_unpriv",
+                "crib_load_errno_unpriv=1",
+            ],
+        ] {
+            let e = err(tags);
+            assert!(e.contains("crib_load_errno_unpriv=1"), "{e}");
+            assert!(
+                e.contains("unprivileged load is expected to succeed"),
+                "{e}"
+            );
+        }
+        // Values: numbers only (an undefined name arrives as the name), positive, in range.
+        for (val, why) in [
+            ("EPERM", "must be numbers"),
+            ("-EPERM", "must be numbers"),
+            ("-1", "positive errno"),
+            ("0", "1 to 4095"),
+            ("4096", "1 to 4095"),
+            ("0x100000000", "1 to 4095"),
+            ("1x", "not an errno number"),
+            ("", "not an errno number"),
+        ] {
+            let e = err(&["test_expect_failure", &format!("crib_load_errno={val}")]);
+            assert!(e.contains(why), "{val}: {e}");
+        }
+        let e = err(&[
+            "test_expect_failure",
+            "crib_load_errno=1",
+            "crib_load_errno=13",
+        ]);
+        assert!(e.contains("a second load errno"), "{e}");
+    }
+
+    #[test]
+    fn load_errno_check() {
+        const LIBBPF: &str = "libbpf: prog 'p': BPF program load failed: Invalid argument\n";
+        // No errno asked for: any rejection is fine, as before.
+        let note = check_load_errno("p", None, libc::EINVAL, LIBBPF, "").unwrap();
+        assert_eq!(note, "rejected as expected: EINVAL (22: Invalid argument)");
+        let note = check_load_errno("p", Some(libc::EPERM), libc::EPERM, "", "").unwrap();
+        assert!(
+            note.contains("expected errno EPERM (1: Operation not permitted)"),
+            "{note}"
+        );
+        // The wrong errno fails, naming both, with libbpf's messages; no log here.
+        let r = check_load_errno("p", Some(libc::EPERM), libc::EINVAL, LIBBPF, "").unwrap_err();
+        assert!(
+            r.starts_with(
+                "expected the load of 'p' to fail with EPERM (1: Operation not permitted), but \
+                 it failed with EINVAL (22: Invalid argument)\n"
+            ),
+            "{r}"
+        );
+        assert!(r.contains(LIBBPF.trim_end()), "{r}");
+        assert!(r.contains("verifier log: empty"), "{r}");
+        // With a log, its end is shown.
+        let r = check_load_errno("p", Some(libc::EPERM), libc::EACCES, "", LOG).unwrap_err();
+        assert!(r.contains("EACCES (13: Permission denied)"), "{r}");
+        assert!(r.contains("libbpf: (no messages)"), "{r}");
+        assert!(r.contains("last 30 lines of the verifier log"), "{r}");
+        assert!(r.contains("R1 invalid mem access"), "{r}");
+        assert_eq!(errno_name(524), "ENOTSUPP (524: Unknown error 524)");
+        assert_eq!(errno_name(4000), "errno 4000 (Unknown error 4000)");
+    }
+
+    /// crib_test.h's macros as clang puts them into BTF, read back by the parser.
+    #[test]
+    fn load_errno_in_a_built_object() {
+        let dir = Path::new(crate::BPF_DIR);
+        let obj = dir.join("task_file_progtype.bpf.o");
+        if !obj.exists() {
+            let why = std::fs::read_to_string(dir.join("MISSING"))
+                .map(|k| format!("no kernel build at {k} when the harness was built"))
+                .unwrap_or_else(|_| "the object was not built".into());
+            panic!("{}: {why}: run scripts/build", obj.display());
+        }
+        let oc = discover(&obj).unwrap_or_else(|e| panic!("{e}"));
+        let spec = oc
+            .specs
+            .iter()
+            .find(|s| s.prog == "tf_unpriv_no_caps")
+            .unwrap_or_else(|| panic!("no tf_unpriv_no_caps in {}", obj.display()));
+        assert_eq!(spec.modes(), vec![Mode::Unpriv]);
+        assert!(spec.unprivileged.failure);
+        assert_eq!(spec.unprivileged.load_errno, Some(libc::EPERM));
     }
 
     #[test]

@@ -30,6 +30,14 @@
  *   __success_unpriv, __failure_unpriv, __msg_unpriv, __not_msg_unpriv,
  *   __retval_unpriv                expectations for the unprivileged run
  *   __crib_flavor("stock"|"patched") only on that kernel (ours, not upstream)
+ *   __crib_load_errno(E)           ours: the load must fail with exactly errno E
+ *                                  (a number: EPERM etc. below); needs __failure.
+ *                                  For rejections before the verifier runs, which
+ *                                  leave no log for __msg: without it any
+ *                                  rejection, for whatever reason, would pass
+ *   __crib_load_errno_unpriv(E)    the same for the unprivileged run (needs
+ *                                  __failure_unpriv); without it that run takes
+ *                                  __crib_load_errno's E if it expects a failure
  */
 #ifndef __CRIB_TEST_H
 #define __CRIB_TEST_H
@@ -96,6 +104,15 @@
 /* Ours: restrict a case to one kernel flavor ("stock" or "patched"). */
 #define __crib_flavor(name)	__crib_test_tag("crib_flavor=" name)
 
+/*
+ * Ours: the load must fail with exactly this errno (positive: EPERM, not
+ * -EPERM). selftests/bpf has no such annotation; the runner rejects it on a
+ * case whose load is expected to succeed.
+ */
+#define __crib_load_errno(err)	__crib_test_tag("crib_load_errno=" __crib_xstr(err))
+#define __crib_load_errno_unpriv(err) \
+	__crib_test_tag("crib_load_errno_unpriv=" __crib_xstr(err))
+
 /* Capability numbers for __caps_unpriv (the runner wants numbers). */
 #ifndef CAP_NET_ADMIN
 #define CAP_NET_ADMIN		12
@@ -108,6 +125,48 @@
 #endif
 #ifndef CAP_BPF
 #define CAP_BPF			39
+#endif
+
+/*
+ * Errno numbers for __crib_load_errno (the runner wants numbers, and vmlinux.h
+ * has no errno macros). Values of include/uapi/asm-generic/errno*.h and, for
+ * ENOTSUPP, the kernel-internal include/linux/errno.h.
+ */
+#ifndef EPERM
+#define EPERM			1
+#endif
+#ifndef ENOENT
+#define ENOENT			2
+#endif
+#ifndef E2BIG
+#define E2BIG			7
+#endif
+#ifndef EBADF
+#define EBADF			9
+#endif
+#ifndef ENOMEM
+#define ENOMEM			12
+#endif
+#ifndef EACCES
+#define EACCES			13
+#endif
+#ifndef EFAULT
+#define EFAULT			14
+#endif
+#ifndef EBUSY
+#define EBUSY			16
+#endif
+#ifndef EINVAL
+#define EINVAL			22
+#endif
+#ifndef ENOSPC
+#define ENOSPC			28
+#endif
+#ifndef EOPNOTSUPP
+#define EOPNOTSUPP		95
+#endif
+#ifndef ENOTSUPP
+#define ENOTSUPP		524
 #endif
 
 /* __retval(POINTER_VALUE) accepts any return value. */

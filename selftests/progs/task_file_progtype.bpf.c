@@ -116,9 +116,15 @@ int tf_socket_abi_version(void *ctx)
 
 /* ---- capabilities ----------------------------------------------------------- */
 
+/*
+ * Without CAP_BPF, bpf_prog_load() (kernel/bpf/syscall.c) refuses every type
+ * but socket filters and cgroup skb programs with -EPERM before the verifier
+ * runs: there is no log for __msg, so the errno is what says the load failed
+ * for this reason and not another (EINVAL, E2BIG, a verifier rejection).
+ */
 SEC("syscall")
 __description("unprivileged: no capabilities at all, a SYSCALL program does not load")
-__failure_unpriv
+__failure_unpriv __crib_load_errno_unpriv(EPERM)
 int tf_unpriv_no_caps(void *ctx)
 {
 	struct bpf_iter_task_file it;
