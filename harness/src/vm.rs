@@ -3,7 +3,7 @@
 //! API CONTRACT (other modules and tests code against these signatures; keep them):
 //!
 //! - `Vm::new(kernel: &Kernel) -> Vm`, builder setters `.timeout(Duration)`,
-//!   `.env(key, value)`, `.ro_root(bool)`.
+//!   `.env(key, value)`, `.ro_root(bool)`, `.backend(Backend)`.
 //! - `Vm::run(&self, argv: &[OsString]) -> Result<GuestRun, VmError>`: boot, set the guest up
 //!   (bpffs, lo, insmod the module on stock), run argv, collect exit code, output and dmesg,
 //!   power off. `Err` only when the VM itself failed (boot failure, timeout, panic).
@@ -23,6 +23,10 @@
 //! cannot fake one. vmtest streams the command's output and the serial console to its stdout;
 //! we read that line by line with timestamps (boot time = first marker), kill vmtest's whole
 //! process group on timeout, and scan the dmesg for kernel splats.
+//!
+//! With `CRIB_VM_BACKEND=direct` ([`Backend::Direct`], `vm/direct.rs`) QEMU is started without
+//! vmtest: our init script runs the same command script and everything comes back over the
+//! serial console, which is split at the same markers into the same [`GuestRun`].
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -126,6 +130,47 @@ pub enum VmError {
     },
     #[error("guest setup failed at `{step}`:\n{output}")]
     Setup { step: String, output: String },
+    #[error(
+        "QEMU failed to start ({program}, exit {}): {}",
+        code.map_or_else(|| "by signal".to_string(), |c| c.to_string()),
+        if stderr.trim().is_empty() { "it printed nothing" } else { stderr.trim() }
+    )]
+    QemuStart {
+        program: String,
+        code: Option<i32>,
+        stderr: String,
+    },
+    #[error(
+        "guest did not finish in {} s (while {phase}); killed QEMU (raise CRIB_VM_TIMEOUT if \
+         the guest is just slow){}\nconsole log: {}\nlast console lines:\n{tail}",
+        timeout.as_secs(), splat_note(splats), log.display()
+    )]
+    GuestTimeout {
+        timeout: Duration,
+        phase: &'static str,
+        tail: String,
+        splats: Vec<Splat>,
+        log: PathBuf,
+    },
+    #[error(
+        "the guest stopped while {phase} (QEMU exit {}): {reason}\nconsole log: {}\n\
+         --- last console lines ---\n{tail}",
+        code.map_or_else(|| "by signal".to_string(), |c| c.to_string()), log.display()
+    )]
+    GuestStopped {
+        phase: &'static str,
+        code: Option<i32>,
+        reason: String,
+        tail: String,
+        log: PathBuf,
+    },
+    #[error("{what} cannot be used by the direct backend: {why}")]
+    Direct { what: String, why: &'static str },
+    #[error(
+        "the interactive shell needs the vmtest backend (unset CRIB_VM_BACKEND or pass \
+         --backend vmtest); the direct backend has no console input"
+    )]
+    InteractiveNeedsVmtest,
 }
 
 fn splat_note(splats: &[Splat]) -> String {
@@ -156,6 +201,56 @@ impl Accel {
 pub struct AccelChoice {
     pub accel: Accel,
     pub reason: String,
+}
+
+/// How a guest is booted and driven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// vmtest 0.18: QEMU plus a guest agent (QGA) that mounts and runs the command. The
+    /// default.
+    Vmtest,
+    /// QEMU started directly: the guest's init is a script of ours that sets up, runs the
+    /// command and prints everything to the serial console. No guest agent, so no fixed agent
+    /// timeouts: only the run's own timeout bounds a slow guest. See `vm/direct.rs`.
+    Direct,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Vmtest => "vmtest",
+            Backend::Direct => "direct",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = VmError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "vmtest" => Ok(Backend::Vmtest),
+            "direct" => Ok(Backend::Direct),
+            other => Err(VmError::BadEnv {
+                var: "CRIB_VM_BACKEND",
+                value: other.to_string(),
+                expected: "'vmtest' or 'direct'",
+            }),
+        }
+    }
+}
+
+/// `CRIB_VM_BACKEND` (`vmtest` or `direct`); unset or empty means vmtest.
+pub fn backend_from_env() -> Result<Backend, VmError> {
+    match std::env::var("CRIB_VM_BACKEND") {
+        Err(std::env::VarError::NotPresent) => Ok(Backend::Vmtest),
+        Ok(v) if v.is_empty() => Ok(Backend::Vmtest),
+        Ok(v) => v.parse(),
+        Err(std::env::VarError::NotUnicode(v)) => Err(VmError::BadEnv {
+            var: "CRIB_VM_BACKEND",
+            value: v.to_string_lossy().into_owned(),
+            expected: "'vmtest' or 'direct'",
+        }),
+    }
 }
 
 /// What one guest run produced.
@@ -393,6 +488,7 @@ pub struct Vm {
     ro_root: bool,
     echo: bool,
     accel: Option<AccelChoice>,
+    backend: Option<Backend>,
 }
 
 /// Process-wide accelerator choice: probed or read once, announced once.
@@ -407,6 +503,7 @@ impl Vm {
             ro_root: true,
             echo: false,
             accel: None,
+            backend: None,
         }
     }
 
@@ -439,6 +536,19 @@ impl Vm {
     pub fn accel(mut self, choice: AccelChoice) -> Vm {
         self.accel = Some(choice);
         self
+    }
+
+    /// Use this backend instead of `CRIB_VM_BACKEND` (default vmtest).
+    pub fn backend(mut self, backend: Backend) -> Vm {
+        self.backend = Some(backend);
+        self
+    }
+
+    fn backend_choice(&self) -> Result<Backend, VmError> {
+        match self.backend {
+            Some(b) => Ok(b),
+            None => backend_from_env(),
+        }
     }
 
     pub fn kernel(&self) -> &Kernel {
@@ -551,7 +661,11 @@ impl Vm {
             Some(t) => t,
             None => timeout_from_env()?,
         };
+        let backend = self.backend_choice()?;
         let accel = self.accel_choice()?;
+        if backend == Backend::Direct {
+            return direct::run(self, accel.accel, argv, timeout);
+        }
         check_wrapper(accel.accel)?;
         let nonce = make_nonce();
         let script = self.guest_script(argv, &nonce)?;
@@ -584,7 +698,7 @@ impl Vm {
             last_section = section_of(line, &nonce, last_section);
         })?;
         if let Some(path) = std::env::var_os("CRIB_VM_LOG") {
-            save_transcript(Path::new(&path), &raw);
+            save_transcript(Path::new(&path), &raw, "vmtest");
         }
         interpret(raw, &nonce, timeout)
     }
@@ -594,6 +708,9 @@ impl Vm {
     /// `PROMPT_COMMAND`, because vmtest runs no command in this mode. Returns vmtest's exit
     /// code. No timeout.
     pub fn interactive(&self) -> Result<i32, VmError> {
+        if self.backend_choice()? == Backend::Direct {
+            return Err(VmError::InteractiveNeedsVmtest);
+        }
         let accel = self.accel_choice()?;
         check_wrapper(accel.accel)?;
         let dir = cache_dir().join("tmp");
@@ -1018,15 +1135,16 @@ fn run_vmtest(
     Ok(raw)
 }
 
-/// Write what vmtest printed, each line with its arrival time, for `CRIB_VM_LOG`.
-fn save_transcript(path: &Path, raw: &RawRun) {
+/// Write what vmtest (or QEMU's console, `who`) printed, each line with its arrival time, for
+/// `CRIB_VM_LOG`.
+fn save_transcript(path: &Path, raw: &RawRun, who: &str) {
     let mut text = String::new();
     for (at, line) in &raw.lines {
         let _ = writeln!(text, "{:8.3} {line}", at.as_secs_f64());
     }
     let _ = writeln!(
         text,
-        "--- vmtest exit {:?} after {:.3}s, timed out: {}\n--- vmtest stderr:\n{}",
+        "--- {who} exit {:?} after {:.3}s, timed out: {}\n--- {who} stderr:\n{}",
         raw.code,
         raw.total.as_secs_f64(),
         raw.timed_out,
@@ -1133,64 +1251,103 @@ fn tail(lines: &[&str], n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Turn what vmtest printed into a [`GuestRun`] or the reason the VM failed.
-pub fn interpret(raw: RawRun, nonce: &str, timeout: Duration) -> Result<GuestRun, VmError> {
-    let mut run = GuestRun {
-        total: raw.total,
-        ..GuestRun::default()
-    };
-    let mut console: Vec<&str> = Vec::new();
-    let mut output: Vec<&str> = Vec::new();
-    let mut dmesg: Vec<&str> = Vec::new();
+/// A guest transcript split at this run's markers: what came before the command (boot and
+/// setup console), the command's output, its exit code and the guest's dmesg.
+#[derive(Debug, Default)]
+struct Transcript<'a> {
+    console: Vec<&'a str>,
+    output: Vec<&'a str>,
+    dmesg: Vec<&'a str>,
+    /// Arrival of the START marker, if it came.
+    started: Option<Duration>,
+    rc: Option<i32>,
+    ended: bool,
+    setup_failed: Option<String>,
+}
+
+impl Transcript<'_> {
+    /// What the guest was doing when the transcript stops.
+    fn phase(&self) -> &'static str {
+        match (self.started.is_some(), self.rc) {
+            (false, _) => "booting and setting up the guest",
+            (true, None) => "running the command",
+            (true, Some(_)) => "collecting dmesg",
+        }
+    }
+
+    /// Setup failed: the step and (the console lines before its marker) its output.
+    fn setup_error(&self) -> Option<VmError> {
+        let step = self.setup_failed.clone()?;
+        // The failing step's output comes right before the marker.
+        Some(VmError::Setup {
+            step,
+            output: tail(&self.console, 15),
+        })
+    }
+
+    /// The run, if the command finished and the dmesg was printed to its end marker.
+    fn finished(&self, total: Duration) -> Option<GuestRun> {
+        let (Some(rc), true) = (self.rc, self.ended) else {
+            return None;
+        };
+        Some(GuestRun {
+            exit_code: rc,
+            output: self.output.join("\n"),
+            dmesg: self.dmesg.join("\n"),
+            boot: self.started.unwrap_or_default(),
+            total,
+            console: self.console.join("\n"),
+        })
+    }
+}
+
+/// Split a transcript (lines with arrival times) at the markers carrying `nonce`.
+fn split_transcript<'a>(lines: &'a [(Duration, String)], nonce: &str) -> Transcript<'a> {
+    let mut t = Transcript::default();
     let mut section = Section::Console;
-    let mut started = false;
-    let mut rc: Option<i32> = None;
-    let mut ended = false;
-    let mut setup_failed: Option<String> = None;
-    for (at, line) in &raw.lines {
+    for (at, line) in lines {
         let Some((before, name, value)) = find_marker(line, nonce) else {
             match section {
-                Section::Output => output.push(line),
-                Section::Dmesg => dmesg.push(line),
-                Section::Console | Section::After => console.push(line),
+                Section::Output => t.output.push(line),
+                Section::Dmesg => t.dmesg.push(line),
+                Section::Console | Section::After => t.console.push(line),
             }
             continue;
         };
         if !before.is_empty() {
             match section {
-                Section::Output => output.push(before),
-                Section::Dmesg => dmesg.push(before),
-                _ => console.push(before),
+                Section::Output => t.output.push(before),
+                Section::Dmesg => t.dmesg.push(before),
+                _ => t.console.push(before),
             }
         }
         match name {
             "START" => {
-                started = true;
-                run.boot = *at;
+                t.started = Some(*at);
                 section = Section::Output;
             }
             "RC" => {
-                rc = value.trim().parse().ok();
+                t.rc = value.trim().parse().ok();
                 section = Section::Console;
             }
             "DMESG" => section = Section::Dmesg,
             "END" => {
-                ended = true;
+                t.ended = true;
                 section = Section::After;
             }
-            "SETUP-FAILED" => setup_failed = Some(value.to_string()),
-            _ => console.push(line),
+            "SETUP-FAILED" => t.setup_failed = Some(value.to_string()),
+            _ => t.console.push(line),
         }
     }
-    let phase = match (started, rc) {
-        (false, _) => "booting and setting up the guest",
-        (true, None) => "running the command",
-        (true, Some(_)) => "collecting dmesg",
-    };
-    if let Some(step) = setup_failed {
-        // The failing step's output comes right before the marker.
-        let out = tail(&console, 15);
-        return Err(VmError::Setup { step, output: out });
+    t
+}
+
+/// Turn what vmtest printed into a [`GuestRun`] or the reason the VM failed.
+pub fn interpret(raw: RawRun, nonce: &str, timeout: Duration) -> Result<GuestRun, VmError> {
+    let t = split_transcript(&raw.lines, nonce);
+    let phase = t.phase();
+    if let Some(e) = t.setup_error() {
+        return Err(e);
     }
     // When the VM failed, console and command output interleave up to the end: show and
     // scan everything in arrival order.
@@ -1204,7 +1361,7 @@ pub fn interpret(raw: RawRun, nonce: &str, timeout: Duration) -> Result<GuestRun
             splats: scan_splats(&all.join("\n")),
         });
     }
-    if rc.is_none() || !ended {
+    let Some(run) = t.finished(raw.total) else {
         let splats = scan_splats(&all.join("\n"));
         let mut reason = match vmtest_err {
             Some(e) => format!("vmtest: {e}"),
@@ -1217,12 +1374,7 @@ pub fn interpret(raw: RawRun, nonce: &str, timeout: Duration) -> Result<GuestRun
         if !err.is_empty() {
             reason.push_str(&format!("\nvmtest stderr:\n{err}"));
         }
-        if splats.iter().any(|s| {
-            matches!(
-                s.kind,
-                SplatKind::Panic | SplatKind::Oops | SplatKind::GeneralProtectionFault
-            )
-        }) {
+        if is_crash(&splats) {
             return Err(VmError::Crashed {
                 phase,
                 splats,
@@ -1235,12 +1387,18 @@ pub fn interpret(raw: RawRun, nonce: &str, timeout: Duration) -> Result<GuestRun
             reason: reason.trim().to_string(),
             tail: tail(&all, TAIL_LINES),
         });
-    }
-    run.exit_code = rc.unwrap_or(EXIT_VM_FAILED);
-    run.output = output.join("\n");
-    run.dmesg = dmesg.join("\n");
-    run.console = console.join("\n");
+    };
     Ok(run)
+}
+
+/// Whether the splats include one that stops the guest (panic, oops, GPF).
+fn is_crash(splats: &[Splat]) -> bool {
+    splats.iter().any(|s| {
+        matches!(
+            s.kind,
+            SplatKind::Panic | SplatKind::Oops | SplatKind::GeneralProtectionFault
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1517,6 +1675,8 @@ pub fn check_guest_test(test: &str, run: GuestRun) -> Result<GuestRun, GuestTest
 pub fn argv<S: AsRef<OsStr>>(args: &[S]) -> Vec<OsString> {
     args.iter().map(|a| a.as_ref().to_os_string()).collect()
 }
+
+mod direct;
 
 #[cfg(test)]
 mod tests;

@@ -9,20 +9,23 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use crib_harness::kernel::{Flavor, Kernel};
-use crib_harness::vm::{self, Vm, VmError, EXIT_SETUP_FAILED, EXIT_SPLAT, EXIT_VM_FAILED};
+use crib_harness::vm::{self, Backend, Vm, VmError, EXIT_SETUP_FAILED, EXIT_SPLAT, EXIT_VM_FAILED};
 
 const USAGE: &str = "\
 usage: crib <subcommand> [args]
 
 subcommands:
-  vm [--kernel stock|patched] [--rw] [--timeout S] -- CMD...
+  vm [--kernel stock|patched] [--rw] [--timeout S] [--backend vmtest|direct] -- CMD...
         boot the built kernel under QEMU (vmtest), set the guest up (bpffs, lo, tmpfs /tmp,
         crib_kfuncs.ko on stock), run CMD, exit with its exit code.
         `crib vm -- bash` (on a terminal) or `crib vm -- -` gives an interactive shell.
+        --backend direct boots with QEMU itself and no guest agent (for slow kernels: only
+        the timeout bounds the boot; output comes over the serial console; no shell).
         Exit codes: CMD's own; 69 the VM failed (boot, crash, timeout); 70 guest setup failed;
         72 CMD ran but the kernel splatted (excerpt on stderr).
         Env: CRIB_ACCEL=tcg|kvm forces the accelerator, CRIB_VM_TIMEOUT=S the timeout (300),
-        CRIB_CACHE / CRIB_VARIANT select the kernel build.
+        CRIB_VM_BACKEND=vmtest|direct the backend (vmtest), CRIB_CACHE / CRIB_VARIANT select
+        the kernel build.
   cases [--kernel stock|patched] [--list] OBJ...
         list the verifier-acceptance cases (__success/__failure/__msg/... annotations, as in
         selftests/bpf) of any BPF objects, then boot one guest and run them all there; prints
@@ -83,6 +86,7 @@ struct VmArgs {
     flavor: Flavor,
     rw: bool,
     timeout: Option<Duration>,
+    backend: Option<Backend>,
     command: Vec<OsString>,
 }
 
@@ -91,6 +95,7 @@ fn parse_vm_args(args: Vec<OsString>) -> Result<VmArgs> {
         flavor: Flavor::Stock,
         rw: false,
         timeout: None,
+        backend: None,
         command: Vec::new(),
     };
     let mut it = args.into_iter();
@@ -126,11 +131,22 @@ fn parse_vm_args(args: Vec<OsString>) -> Result<VmArgs> {
                         .with_context(|| format!("--timeout {v:?}: want whole seconds > 0"))?,
                 );
             }
+            "--backend" => {
+                let v = value("--backend")?;
+                out.backend = Some(match v.as_str() {
+                    "vmtest" => Backend::Vmtest,
+                    "direct" => Backend::Direct,
+                    _ => bail!("--backend {v:?}: use 'vmtest' or 'direct'"),
+                });
+            }
             _ => bail!("unexpected argument {s:?}; put the guest command after `--`\n\n{USAGE}"),
         }
     }
     if out.command.is_empty() {
-        bail!("no command given: crib vm [--kernel stock|patched] [--rw] [--timeout S] -- CMD...");
+        bail!(
+            "no command given: crib vm [--kernel stock|patched] [--rw] [--timeout S] \
+             [--backend vmtest|direct] -- CMD..."
+        );
     }
     Ok(out)
 }
@@ -159,6 +175,9 @@ fn cmd_vm(args: Vec<OsString>) -> Result<i32> {
     let mut vm = Vm::new(&kernel).ro_root(!a.rw).echo(true);
     if let Some(t) = a.timeout {
         vm = vm.timeout(t);
+    }
+    if let Some(b) = a.backend {
+        vm = vm.backend(b);
     }
     use std::io::IsTerminal as _;
     if wants_shell(&a.command, std::io::stdin().is_terminal()) {
@@ -520,6 +539,8 @@ mod tests {
             "patched",
             "--rw",
             "--timeout=30",
+            "--backend",
+            "direct",
             "--",
             "ls",
             "--rw",
@@ -528,6 +549,7 @@ mod tests {
         assert_eq!(a.flavor, Flavor::Patched);
         assert!(a.rw);
         assert_eq!(a.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(a.backend, Some(Backend::Direct));
         assert_eq!(a.command, os(&["ls", "--rw"]));
     }
 
@@ -540,6 +562,7 @@ mod tests {
                 flavor: Flavor::Stock,
                 rw: false,
                 timeout: None,
+                backend: None,
                 command: os(&["true"])
             }
         );
@@ -551,6 +574,7 @@ mod tests {
         assert!(e(&["--kernel", "vanilla", "--", "x"]).contains("stock"));
         assert!(e(&["--timeout", "0", "--", "x"]).contains("--timeout"));
         assert!(e(&["--timeout"]).contains("needs a value"));
+        assert!(e(&["--backend=qemu", "--", "x"]).contains("'vmtest' or 'direct'"));
         assert!(e(&["ls"]).contains("after `--`"));
         assert!(e(&["--"]).contains("no command"));
     }
