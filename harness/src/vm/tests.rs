@@ -564,3 +564,21 @@ fn vmtests_own_error_becomes_the_reason_without_the_backtrace() {
     assert!(!m.contains("ext_context"), "{m}");
     assert!(m.contains("Spawning qemu-ga"), "{m}");
 }
+
+#[test]
+fn untainted_boot_crash_is_retried_but_not_one_after_our_module() {
+    // A real TCG-only boot crash of the release kernel (cold CI run, 2026-11-22).
+    let log = include_str!("testdata/tcg-int3-oops-boot.txt");
+    let splats = scan_splats(log);
+    assert!(is_crash(&splats), "{splats:#?}");
+    assert!(crashed_untainted(&splats));
+    // The same crash with crib_kfuncs (out of tree, taint O) loaded is ours to explain.
+    let tainted = log.replace(" Not tainted 7.3.0", " Tainted: G           O        7.3.0");
+    let splats = scan_splats(&tainted);
+    assert!(is_crash(&splats));
+    assert!(!crashed_untainted(&splats));
+    // A warning is not a crash: nothing to retry.
+    assert!(!crashed_untainted(&scan_splats(
+        "[    1.0] WARNING: kernel/foo.c:1 at bar+0x1/0x2, CPU#0: swapper/0\n"
+    )));
+}
