@@ -14,7 +14,7 @@
  *   stale. The module path is bpf_iter_task_file_get_file(): a referenced
  *   file, valid until it is put, independent of the iterator.
  * - patched kernel (KF_ITER_NEXT_SCOPED on bpf_iter_task_file_next(), the
- *   verifier change staged in patches-next/): item->file/item->task are
+ *   verifier change, kernel-patches/0001): item->file/item->task are
  *   trusted until the next next()/destroy() on that iterator. Then every
  *   copy is invalidated like a released pointer: a kfunc sees a scalar
  *   ("R1 is scalar expected STRUCT file"), and the verifier's diagnosis
