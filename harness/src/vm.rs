@@ -1669,6 +1669,24 @@ pub enum GuestTestError {
     },
 }
 
+/// The whole of a VM test: in the guest run `body`, on the host boot a fresh guest of `flavor`
+/// that re-runs this test (`run_test_in_guest`). Panics with the error chain on failure, so a
+/// missing kernel or a failed boot fails the test with what to do, never skips it.
+pub fn guest_test(
+    flavor: Flavor,
+    test_name: &str,
+    body: impl FnOnce(Flavor) -> anyhow::Result<()>,
+) {
+    let result = if in_guest() {
+        body(flavor)
+    } else {
+        run_test_in_guest(flavor, test_name).map(|_| ())
+    };
+    if let Err(e) = result {
+        panic!("{e:#}");
+    }
+}
+
 /// Host side of a VM test: re-run this test binary in a fresh guest of `flavor` with
 /// `--exact <test_name> --nocapture` and `CRIB_IN_GUEST=1`. Err when the VM fails, the test
 /// fails or does not run, or the kernel splats.

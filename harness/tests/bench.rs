@@ -15,18 +15,7 @@ use std::collections::BTreeSet;
 use anyhow::{ensure, Context, Result};
 use crib_harness::bench::{self, Fail, Mode, Options, Outcome, Report, SCOPED_UNAVAILABLE};
 use crib_harness::kernel::Flavor;
-use crib_harness::vm;
-
-fn run(flavor: Flavor, name: &str) {
-    let result = if vm::in_guest() {
-        body(flavor)
-    } else {
-        vm::run_test_in_guest(flavor, name).map(|_| ())
-    };
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
-}
+use crib_harness::vm::guest_test;
 
 fn body(flavor: Flavor) -> Result<()> {
     let opts = Options {
@@ -143,10 +132,14 @@ fn check(flavor: Flavor, r: &Report, opts: &Options) -> Result<()> {
 
 #[test]
 fn bench_modes_walk_the_same_table_stock() {
-    run(Flavor::Stock, "bench_modes_walk_the_same_table_stock");
+    guest_test(Flavor::Stock, "bench_modes_walk_the_same_table_stock", body);
 }
 
 #[test]
 fn bench_modes_walk_the_same_table_patched() {
-    run(Flavor::Patched, "bench_modes_walk_the_same_table_patched");
+    guest_test(
+        Flavor::Patched,
+        "bench_modes_walk_the_same_table_patched",
+        body,
+    );
 }

@@ -19,18 +19,7 @@ use crib_harness::dump::{self, DumpError, Dumper, FileKind, FileRecord};
 use crib_harness::kernel::Flavor;
 use crib_harness::target::{self, Target, TargetSpec, Tmpfs};
 use crib_harness::truth::{self, FdTruth};
-use crib_harness::vm;
-
-fn run(flavor: Flavor, name: &str, body: fn(Flavor) -> Result<()>) {
-    let result = if vm::in_guest() {
-        body(flavor)
-    } else {
-        vm::run_test_in_guest(flavor, name).map(|_| ())
-    };
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
-}
+use crib_harness::vm::guest_test as run;
 
 /// Progress on the guest console (tests under a busy TCG host take minutes).
 fn step(what: &str) {

@@ -29,20 +29,9 @@ use anyhow::{bail, ensure, Context, Result};
 use crib_harness::file_read::{self, FileReader, Outcome, Via};
 use crib_harness::kernel::Flavor;
 use crib_harness::loader::{self, LoadOpts};
-use crib_harness::vm;
+use crib_harness::vm::guest_test as run;
 
 const CONTENT: &[u8; 16] = b"crib-read-probe!";
-
-fn run(flavor: Flavor, name: &str, body: fn() -> Result<()>) {
-    let result = if vm::in_guest() {
-        body()
-    } else {
-        vm::run_test_in_guest(flavor, name).map(|_| ())
-    };
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
-}
 
 const PIPE_DATA: &[u8] = b"pipe bytes nobody may consume";
 
@@ -173,7 +162,7 @@ fn get_file_expect(mode: &str) -> Outcome {
     }
 }
 
-fn stock() -> Result<()> {
+fn stock(_: Flavor) -> Result<()> {
     let dir = Path::new("/tmp/crib-file-read");
     fs::create_dir_all(dir).context("creating /tmp/crib-file-read")?;
     let files = open_files(dir)?;
@@ -197,7 +186,7 @@ fn stock() -> Result<()> {
     Ok(())
 }
 
-fn patched() -> Result<()> {
+fn patched(_: Flavor) -> Result<()> {
     let dir = Path::new("/tmp/crib-file-read");
     fs::create_dir_all(dir).context("creating /tmp/crib-file-read")?;
     let files = open_files(dir)?;
