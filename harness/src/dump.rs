@@ -424,18 +424,19 @@ pub fn finish(pid: i32, retval: i32, raw: RawDump) -> Result<Vec<FileRecord>, Du
 }
 
 /// The dump program, loaded once and run any number of times.
-pub struct Dumper {
+/// A SYSCALL program that writes records to a ring buffer, loaded and ready to run through
+/// BPF_PROG_RUN with a context. The dump program and `file_read`'s programs are run this way.
+pub struct RingbufProgram {
     loaded: Loaded,
+    obj: PathBuf,
+    prog: &'static str,
+    map: &'static str,
 }
 
-impl Dumper {
-    /// Load the dump program from the harness's BPF object directory.
-    pub fn load() -> Result<Self, DumpError> {
-        Self::load_from(&Path::new(crate::BPF_DIR).join(OBJ_FILE))
-    }
-
-    /// Load the dump program from `obj`.
-    pub fn load_from(obj: &Path) -> Result<Self, DumpError> {
+impl RingbufProgram {
+    /// Load `prog` (and the maps of `obj`, `map` among them); a rejection carries the tail of
+    /// the verifier log.
+    pub fn load(obj: &Path, prog: &'static str, map: &'static str) -> Result<Self, DumpError> {
         if !obj.exists() {
             return Err(DumpError::NoObject {
                 path: obj.to_path_buf(),
@@ -448,8 +449,8 @@ impl Dumper {
             log_level: 0,
             ..LoadOpts::default()
         };
-        let loaded = loader::load_one(obj, PROG_NAME, &opts).map_err(|source| DumpError::Load {
-            prog: PROG_NAME.into(),
+        let loaded = loader::load_one(obj, prog, &opts).map_err(|source| DumpError::Load {
+            prog: prog.into(),
             path: obj.to_path_buf(),
             source,
         })?;
@@ -457,7 +458,7 @@ impl Dumper {
             let lines: Vec<&str> = loaded.log.lines().collect();
             let tail = lines[lines.len().saturating_sub(30)..].join("\n");
             return Err(DumpError::Rejected {
-                prog: PROG_NAME.into(),
+                prog: prog.into(),
                 errno: *errno,
                 msg: msg.clone(),
                 log_tail: tail,
@@ -466,11 +467,57 @@ impl Dumper {
         if loaded.object.is_none() {
             return Err(DumpError::Missing(
                 obj.to_path_buf(),
-                PROG_NAME.into(),
-                MAP_NAME.into(),
+                prog.into(),
+                map.into(),
             ));
         }
-        Ok(Self { loaded })
+        Ok(Self {
+            loaded,
+            obj: obj.to_path_buf(),
+            prog,
+            map,
+        })
+    }
+
+    /// Run the program once with `ctx`; return its return value and the records it wrote.
+    pub fn run<T: Copy>(&self, ctx: &mut T) -> Result<(i32, Vec<Vec<u8>>), DumpError> {
+        let missing = || DumpError::Missing(self.obj.clone(), self.prog.into(), self.map.into());
+        let obj = self.loaded.object.as_ref().ok_or_else(missing)?;
+        let prog = obj
+            .progs()
+            .find(|p| p.name() == self.prog)
+            .ok_or_else(missing)?;
+        let map = obj
+            .maps()
+            .find(|m| m.name() == self.map)
+            .ok_or_else(missing)?;
+        // Whatever an earlier, aborted run left behind is not part of this run.
+        loader::drain_ringbuf(&map).map_err(DumpError::Drain)?;
+        let retval = loader::run_syscall(&prog, ctx).map_err(|source| DumpError::Run {
+            prog: self.prog.into(),
+            source,
+        })?;
+        let records = loader::drain_ringbuf(&map).map_err(DumpError::Drain)?;
+        Ok((retval, records))
+    }
+}
+
+/// The loaded dump program.
+pub struct Dumper {
+    prog: RingbufProgram,
+}
+
+impl Dumper {
+    /// Load the dump program from the harness's BPF object directory.
+    pub fn load() -> Result<Self, DumpError> {
+        Self::load_from(&Path::new(crate::BPF_DIR).join(OBJ_FILE))
+    }
+
+    /// Load the dump program from `obj`.
+    pub fn load_from(obj: &Path) -> Result<Self, DumpError> {
+        Ok(Self {
+            prog: RingbufProgram::load(obj, PROG_NAME, MAP_NAME)?,
+        })
     }
 
     /// Run the program once for `pid` (in this process's pid namespace).
@@ -482,26 +529,7 @@ impl Dumper {
 
     /// Run the program once; return its return value and the raw ring-buffer records.
     pub fn run_raw(&self, pid: i32) -> Result<(i32, Vec<Vec<u8>>), DumpError> {
-        let missing =
-            || DumpError::Missing(PathBuf::from(OBJ_FILE), PROG_NAME.into(), MAP_NAME.into());
-        let obj = self.loaded.object.as_ref().ok_or_else(missing)?;
-        let prog = obj
-            .progs()
-            .find(|p| p.name() == PROG_NAME)
-            .ok_or_else(missing)?;
-        let map = obj
-            .maps()
-            .find(|m| m.name() == MAP_NAME)
-            .ok_or_else(missing)?;
-        // Whatever an earlier, aborted run left behind is not part of this dump.
-        loader::drain_ringbuf(&map).map_err(DumpError::Drain)?;
-        let mut ctx = crib_dump_ctx { pid, flags: 0 };
-        let retval = loader::run_syscall(&prog, &mut ctx).map_err(|source| DumpError::Run {
-            prog: PROG_NAME.into(),
-            source,
-        })?;
-        let records = loader::drain_ringbuf(&map).map_err(DumpError::Drain)?;
-        Ok((retval, records))
+        self.prog.run(&mut crib_dump_ctx { pid, flags: 0 })
     }
 }
 

@@ -6,12 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::mem::size_of;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use libbpf_rs::MapCore;
-
-use crate::dump::{read_pod, DumpError};
-use crate::loader::{self, LoadOpts, Loaded};
+use crate::dump::{read_pod, DumpError, RingbufProgram};
 use crate::records::{
     crib_dump_ctx, crib_rec_read, CRIB_READ_DYNPTR, CRIB_READ_NO_REF, CRIB_READ_OK, CRIB_READ_READ,
     CRIB_REC_READ,
@@ -90,8 +87,7 @@ fn decode(index: usize, bytes: &[u8]) -> Result<(u32, Outcome), DumpError> {
 
 /// One loaded read program.
 pub struct FileReader {
-    loaded: Loaded,
-    via: Via,
+    prog: RingbufProgram,
 }
 
 impl FileReader {
@@ -101,62 +97,14 @@ impl FileReader {
     }
 
     pub fn load_from(obj: &Path, via: Via) -> Result<Self, DumpError> {
-        let prog = via.prog_name();
-        if !obj.exists() {
-            return Err(DumpError::NoObject {
-                path: obj.to_path_buf(),
-                hint: "run scripts/build, then rebuild the harness".into(),
-            });
-        }
-        let opts = LoadOpts {
-            log_level: 0,
-            ..LoadOpts::default()
-        };
-        let loaded = loader::load_one(obj, prog, &opts).map_err(|source| DumpError::Load {
-            prog: prog.into(),
-            path: obj.to_path_buf(),
-            source,
-        })?;
-        if let Some((errno, msg)) = &loaded.error {
-            let lines: Vec<&str> = loaded.log.lines().collect();
-            return Err(DumpError::Rejected {
-                prog: prog.into(),
-                errno: *errno,
-                msg: msg.clone(),
-                log_tail: lines[lines.len().saturating_sub(30)..].join("\n"),
-            });
-        }
-        if loaded.object.is_none() {
-            return Err(DumpError::Missing(
-                obj.to_path_buf(),
-                prog.into(),
-                MAP_NAME.into(),
-            ));
-        }
-        Ok(Self { loaded, via })
+        Ok(Self {
+            prog: RingbufProgram::load(obj, via.prog_name(), MAP_NAME)?,
+        })
     }
 
     /// Read the start of every file of `pid` (fds below 1024); fd -> outcome.
     pub fn read_all(&self, pid: i32) -> Result<BTreeMap<u32, Outcome>, DumpError> {
-        let prog_name = self.via.prog_name();
-        let missing =
-            || DumpError::Missing(PathBuf::from(OBJ_FILE), prog_name.into(), MAP_NAME.into());
-        let obj = self.loaded.object.as_ref().ok_or_else(missing)?;
-        let prog = obj
-            .progs()
-            .find(|p| p.name() == prog_name)
-            .ok_or_else(missing)?;
-        let map = obj
-            .maps()
-            .find(|m| m.name() == MAP_NAME)
-            .ok_or_else(missing)?;
-        loader::drain_ringbuf(&map).map_err(DumpError::Drain)?;
-        let mut ctx = crib_dump_ctx { pid, flags: 0 };
-        let retval = loader::run_syscall(&prog, &mut ctx).map_err(|source| DumpError::Run {
-            prog: prog_name.into(),
-            source,
-        })?;
-        let records = loader::drain_ringbuf(&map).map_err(DumpError::Drain)?;
+        let (retval, records) = self.prog.run(&mut crib_dump_ctx { pid, flags: 0 })?;
         if retval < 0 {
             return Err(DumpError::Target {
                 pid,
