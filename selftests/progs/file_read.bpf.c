@@ -76,8 +76,12 @@ static __always_inline int read_file(__u32 fd, struct file *file)
 	return ret;
 }
 
-SEC("syscall")
-int read_via_get_file(struct crib_dump_ctx *ctx)
+/*
+ * Walk the task's files; read each through a get_file() reference or, with
+ * @via_item (a constant, so the other branch is compiled out and the stock
+ * verifier never sees it), through item->file.
+ */
+static __always_inline int read_all(struct crib_dump_ctx *ctx, bool via_item)
 {
 	struct bpf_iter_task_file it;
 	struct bpf_iter_task_file_item *item;
@@ -93,12 +97,16 @@ int read_via_get_file(struct crib_dump_ctx *ctx)
 	while (!err && (item = bpf_iter_task_file_next(&it))) {
 		if (item->fd >= READ_MAX_FDS)
 			break;
-		file = bpf_iter_task_file_get_file(&it);
-		if (file) {
-			ret = read_file(item->fd, file);
-			bpf_crib_put_file(file);
+		if (via_item) {
+			ret = read_file(item->fd, item->file);
 		} else {
-			ret = emit(item->fd, CRIB_READ_NO_REF, 0, NULL);
+			file = bpf_iter_task_file_get_file(&it);
+			if (file) {
+				ret = read_file(item->fd, file);
+				bpf_crib_put_file(file);
+			} else {
+				ret = emit(item->fd, CRIB_READ_NO_REF, 0, NULL);
+			}
 		}
 		if (ret)
 			break;
@@ -109,26 +117,13 @@ int read_via_get_file(struct crib_dump_ctx *ctx)
 }
 
 SEC("syscall")
+int read_via_get_file(struct crib_dump_ctx *ctx)
+{
+	return read_all(ctx, false);
+}
+
+SEC("syscall")
 int read_via_item_file(struct crib_dump_ctx *ctx)
 {
-	struct bpf_iter_task_file it;
-	struct bpf_iter_task_file_item *item;
-	struct task_struct *task;
-	int err, ret = 0;
-
-	nr_seq = 0;
-	task = bpf_task_from_vpid(ctx->pid);
-	if (!task)
-		return -ESRCH;
-	err = bpf_iter_task_file_new(&it, task);
-	while (!err && (item = bpf_iter_task_file_next(&it))) {
-		if (item->fd >= READ_MAX_FDS)
-			break;
-		ret = read_file(item->fd, item->file);
-		if (ret)
-			break;
-	}
-	bpf_iter_task_file_destroy(&it);
-	bpf_task_release(task);
-	return err ?: ret;
+	return read_all(ctx, true);
 }
