@@ -40,12 +40,18 @@
  * atomic context of a non-sleepable program, so none of these kfuncs
  * sleeps.
  *
- * Permission is checked against the task that runs the program (current),
- * in bpf_iter_task_file_new() and bpf_fget_task(), see crib_files_access().
- * Built in, the check is the one /proc/<pid>/fd and /proc/<pid>/fdinfo
- * make; the module cannot call ptrace_may_access() and makes a stricter
- * check instead (kfuncs/README.md in the CRIB repository has the
- * comparison).
+ *
+ * Permission is checked against the task that runs the program (current):
+ * in bpf_iter_task_file_new(), again before every step of
+ * bpf_iter_task_file_next(), and in bpf_fget_task(), see
+ * crib_access_lock(). Each check and the lookup that follows it are made
+ * under the target's exec_update_lock held for reading, as pidfd_getfd()
+ * does, so an exec that changes the target's credentials comes entirely
+ * before or entirely after both; a credential change or PR_SET_DUMPABLE
+ * without exec is caught by the next step's check. The lock is never held
+ * across program code. Built in, the check is the one pidfd_getfd() makes;
+ * the module cannot call ptrace_may_access() and makes a stricter check
+ * instead (kfuncs/README.md in the CRIB repository has the comparison).
  */
 #include <linux/bpf.h>
 #include <linux/btf.h>
@@ -56,6 +62,7 @@
 #include <linux/fs.h>
 #include <linux/pid.h>
 #include <linux/ptrace.h>
+#include <linux/rwsem.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
@@ -64,31 +71,32 @@
 
 /*
  * Kernel view of struct bpf_iter_task_file. next_fd is the index the next
- * lookup starts at, or one of the two markers below once the walk is over.
- * exec_id is the low half of the task's self_exec_id when access was last
- * granted.
+ * lookup starts at, or CRIB_ITER_DONE once the walk is over. err is 0, or
+ * why a walk was stopped before the end of the table (a failed check of
+ * crib_access_lock() in bpf_iter_task_file_next()).
  */
 struct bpf_iter_task_file_kern {
 	struct bpf_iter_task_file_item item;
 	unsigned int next_fd;
-	u32 exec_id;
+	int err;
 } __aligned(8);
 
-/* Walk finished: end of the table, or a failed _new(). */
+/* Walk over: end of the table, a failed _new(), or stopped (err). */
 #define CRIB_ITER_DONE		UINT_MAX
-/* Walk stopped: the task execed and access was denied on the recheck. */
-#define CRIB_ITER_DENIED	(UINT_MAX - 1)
 
 #ifdef MODULE
 /*
  * ptrace_may_access() is not exported. Allow what it allows without any
  * credential check (the caller's own thread group) and otherwise require
- * CAP_SYS_PTRACE in the initial user namespace, which implies the
+ * CAP_SYS_PTRACE in the initial user namespace. That implies the
  * CAP_SYS_PTRACE in the target's credential and exec user namespaces that
- * ptrace_may_access() falls back to. Linux security modules are not
- * consulted.
+ * ptrace_may_access() falls back to in every mode, so this is at least as
+ * strict on credentials and dumpability as PTRACE_MODE_ATTACH_REALCREDS
+ * (what pidfd_getfd() requires, see below). Linux security modules are not
+ * consulted: Yama's ptrace_scope 3 and SELinux, AppArmor or Smack ptrace
+ * rules do not stop a CAP_SYS_PTRACE holder here.
  */
-static bool crib_may_read_files(struct task_struct *task)
+static bool crib_may_access_files(struct task_struct *task)
 {
 	return same_thread_group(task, current) || capable(CAP_SYS_PTRACE);
 }
@@ -110,10 +118,22 @@ static struct file *crib_fget_task(struct task_struct *task, unsigned int fd)
 	return file;
 }
 #else
-/* What /proc/<pid>/fd/<n> and /proc/<pid>/fdinfo require. */
-static bool crib_may_read_files(struct task_struct *task)
+/*
+ * pidfd_getfd() (__pidfd_fget() in kernel/pid.c) hands out a file of
+ * another task only with PTRACE_MODE_ATTACH_REALCREDS: the caller can then
+ * read through it although it might not have been allowed to open it.
+ * Every file these kfuncs yield can be read that way: the current
+ * element's item->file is trusted (KF_ITER_NEXT_SCOPED), the files from
+ * bpf_iter_task_file_get_file() and bpf_fget_task() are acquired, and
+ * bpf_dynptr_from_file() reads through either. So all of them require what
+ * pidfd_getfd() requires. The PTRACE_MODE_READ_FSCREDS of procfs
+ * (proc_fdinfo_permission(), call_proc_get_link()) is enough there only
+ * because opening /proc/<pid>/fd/<n> opens the file anew, with the
+ * caller's own permission check on the inode; nothing here does that.
+ */
+static bool crib_may_access_files(struct task_struct *task)
 {
-	return ptrace_may_access(task, PTRACE_MODE_READ_FSCREDS);
+	return ptrace_may_access(task, PTRACE_MODE_ATTACH_REALCREDS);
 }
 
 static struct file *crib_fget_task(struct task_struct *task, unsigned int fd)
@@ -123,21 +143,45 @@ static struct file *crib_fget_task(struct task_struct *task, unsigned int fd)
 #endif
 
 /*
- * crib_files_access() - may current look at the files of @task?
+ * crib_access_lock() - check that current may have the files of @task
+ * @task: the task whose files are to be looked up
+ *
+ * On success, returns with @task's exec_update_lock held for reading; the
+ * caller looks up what it needs and then calls crib_access_unlock(), as
+ * __pidfd_fget() does. begin_new_exec() holds that lock for writing from
+ * before it replaces the descriptor table and closes the close-on-exec
+ * files until after commit_creds(), so the check and the lookup see the
+ * task both before such an exec or both after it.
+ *
+ * Only a trylock: these kfuncs may be called from non-sleepable programs
+ * and inside bpf_rcu_read_lock() sections, like the task_vma iterator,
+ * which uses mmap_read_trylock() for the same reason. The read side fails
+ * only while a writer holds or waits for the lock, i.e. while @task is in
+ * the middle of an exec.
  *
  * Return: 0, -ESRCH if @task has no pid in the pid namespace of current
  * (outside of it, or already reaped), -EINVAL for a kernel thread, which
- * has no descriptor table of its own, -EACCES if access is denied.
+ * has no descriptor table of its own, -EBUSY if @task is executing a new
+ * program, -EACCES if access is denied.
  */
-static int crib_files_access(struct task_struct *task)
+static int crib_access_lock(struct task_struct *task)
 {
 	if (!task_pid_vnr(task))
 		return -ESRCH;
 	if (task->flags & PF_KTHREAD)
 		return -EINVAL;
-	if (!crib_may_read_files(task))
+	if (!down_read_trylock(&task->signal->exec_update_lock))
+		return -EBUSY;
+	if (!crib_may_access_files(task)) {
+		up_read(&task->signal->exec_update_lock);
 		return -EACCES;
+	}
 	return 0;
+}
+
+static void crib_access_unlock(struct task_struct *task)
+{
+	up_read(&task->signal->exec_update_lock);
 }
 
 /*
@@ -158,11 +202,6 @@ static bool crib_file_shareable(const struct file *file)
 	       S_ISREG(file_inode(file)->i_mode);
 }
 
-static u32 crib_exec_id(struct task_struct *task)
-{
-	return lower_32_bits(READ_ONCE(task->self_exec_id));
-}
-
 __bpf_kfunc_start_defs();
 
 /**
@@ -171,13 +210,14 @@ __bpf_kfunc_start_defs();
  * @task: the task whose descriptor table to walk
  *
  * Takes a reference on @task for the life of the iterator if current may
- * look at its files (see crib_files_access()). The iterator is initialized
- * in every case; when this fails, bpf_iter_task_file_next() yields nothing.
+ * have its files (see crib_access_lock()). The iterator is initialized in
+ * every case; when this fails, bpf_iter_task_file_next() yields nothing.
  * bpf_iter_task_file_destroy() must be called either way.
  *
  * Return: 0, -ESRCH if @task has no pid in current's pid namespace or has
  * no descriptor table any more (it exited), -EINVAL if @task is a kernel
- * thread, -EACCES if current may not look at @task's files.
+ * thread, -EBUSY if @task is in the middle of an exec, -EACCES if current
+ * may not have @task's files.
  */
 __bpf_kfunc int bpf_iter_task_file_new(struct bpf_iter_task_file *it,
 				       struct task_struct *task)
@@ -195,21 +235,20 @@ __bpf_kfunc int bpf_iter_task_file_new(struct bpf_iter_task_file *it,
 	kit->item.file = NULL;
 	kit->item.fd = 0;
 	kit->next_fd = CRIB_ITER_DONE;
-	kit->exec_id = 0;
+	kit->err = 0;
 
-	err = crib_files_access(task);
+	err = crib_access_lock(task);
 	if (err)
 		return err;
-
 	task_lock(task);
 	has_files = !!task->files;
 	task_unlock(task);
+	crib_access_unlock(task);
 	if (!has_files)
 		return -ESRCH;
 
 	kit->item.task = get_task_struct(task);
 	kit->next_fd = 0;
-	kit->exec_id = crib_exec_id(task);
 	return 0;
 }
 
@@ -217,11 +256,14 @@ __bpf_kfunc int bpf_iter_task_file_new(struct bpf_iter_task_file *it,
  * bpf_iter_task_file_next() - advance to the task's next open file
  * @it: the iterator state
  *
- * Drops the reference on the previous element's file, then takes one on
- * the file installed at the lowest descriptor above the previous one. If
- * the task has executed a new program since access was last checked,
- * checks again first and stops the walk if access is now denied
- * (bpf_iter_task_file_get_fd() then reports -EACCES).
+ * Drops the reference on the previous element's file, checks again that
+ * current may have the task's files, and takes a reference on the file
+ * installed at the lowest descriptor above the previous one, with the
+ * check and the lookup under the task's exec_update_lock. So access lost
+ * since the previous step, by an exec of a setuid program, a credential
+ * change or PR_SET_DUMPABLE, stops the walk before its next element. A
+ * stopped walk is not an end of the table:
+ * bpf_iter_task_file_get_fd() then returns the reason.
  *
  * The element's task and file are held by the iterator; in-tree the
  * verifier lets them be passed to kfuncs taking trusted pointers for
@@ -242,23 +284,23 @@ bpf_iter_task_file_next(struct bpf_iter_task_file *it)
 	struct task_struct *task = kit->item.task;
 	unsigned int fd = kit->next_fd;
 	struct file *file;
+	int err;
 
 	if (kit->item.file) {
 		fput(kit->item.file);
 		kit->item.file = NULL;
 	}
-	if (!task || fd >= CRIB_ITER_DENIED)
+	if (!task || fd == CRIB_ITER_DONE)
 		return NULL;
 
-	if (unlikely(crib_exec_id(task) != kit->exec_id)) {
-		kit->exec_id = crib_exec_id(task);
-		if (crib_files_access(task)) {
-			kit->next_fd = CRIB_ITER_DENIED;
-			return NULL;
-		}
+	err = crib_access_lock(task);
+	if (err) {
+		kit->err = err;
+		kit->next_fd = CRIB_ITER_DONE;
+		return NULL;
 	}
-
 	file = fget_task_next(task, &fd);
+	crib_access_unlock(task);
 	if (!file) {
 		kit->next_fd = CRIB_ITER_DONE;
 		return NULL;
@@ -294,10 +336,16 @@ __bpf_kfunc void bpf_iter_task_file_destroy(struct bpf_iter_task_file *it)
  * bpf_iter_task_file_get_fd() - descriptor of the iterator's current file
  * @it__iter: an initialized iterator
  *
- * Return: the descriptor number of the current element, -ENOENT if there is
- * no current element (before the first or after the last
- * bpf_iter_task_file_next(), or after a failed bpf_iter_task_file_new()),
- * -EACCES if the walk was stopped by a failed permission recheck.
+ * Also tells a walk that was stopped from one that reached the end of the
+ * table: call it after bpf_iter_task_file_next() returned NULL.
+ *
+ * Return: the descriptor number of the current element; if there is none,
+ * the reason bpf_iter_task_file_next() stopped the walk before the end of
+ * the table: -EACCES (access lost: the task executed a setuid program,
+ * changed its credentials or became non-dumpable), -EBUSY (the task was
+ * in the middle of an exec), -ESRCH (the task was reaped); otherwise
+ * -ENOENT (before the first or after the last element, or after a failed
+ * bpf_iter_task_file_new()).
  */
 __bpf_kfunc int bpf_iter_task_file_get_fd(struct bpf_iter_task_file *it__iter)
 {
@@ -305,7 +353,7 @@ __bpf_kfunc int bpf_iter_task_file_get_fd(struct bpf_iter_task_file *it__iter)
 
 	if (kit->item.file)
 		return kit->item.fd;
-	return kit->next_fd == CRIB_ITER_DENIED ? -EACCES : -ENOENT;
+	return kit->err ?: -ENOENT;
 }
 
 /**
@@ -315,7 +363,8 @@ __bpf_kfunc int bpf_iter_task_file_get_fd(struct bpf_iter_task_file *it__iter)
  * Unlike the file pointer in the element returned by
  * bpf_iter_task_file_next(), the result is a referenced pointer that other
  * kfuncs accept, and it stays valid after the iterator moves on. It must be
- * released with bpf_crib_put_file().
+ * released with bpf_crib_put_file(). Access was checked when the iterator
+ * took the current element.
  *
  * Return: the current element's file with its reference count raised, or
  * NULL if there is no current element or it is not a regular file open
@@ -337,21 +386,24 @@ bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter)
  * @task: the task whose descriptor table to look in
  * @fd: the descriptor number
  *
- * Makes the same permission check as bpf_iter_task_file_new(). The
- * reference must be released with bpf_crib_put_file().
+ * Makes the same permission check as bpf_iter_task_file_new(), under the
+ * task's exec_update_lock. The reference must be released with
+ * bpf_crib_put_file().
  *
  * Return: the file installed at @fd with a new reference, or NULL if
  * nothing is installed there, it is not a regular file open for reading,
- * @task has no descriptor table, or current may not look at @task's files.
+ * @task has no descriptor table, is in the middle of an exec, or current
+ * may not have @task's files.
  */
 __bpf_kfunc struct file *bpf_fget_task(struct task_struct *task,
 				       unsigned int fd)
 {
 	struct file *file;
 
-	if (crib_files_access(task))
+	if (crib_access_lock(task))
 		return NULL;
 	file = crib_fget_task(task, fd);
+	crib_access_unlock(task);
 	if (file && !crib_file_shareable(file)) {
 		fput(file);
 		return NULL;
