@@ -224,6 +224,20 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The backend a kernel boots with unless told otherwise: vmtest for the release variant,
+    /// which reaches vmtest's guest agent in ~10 s, well inside vmtest's fixed 120 s; direct
+    /// for the debug variant (KASAN, lockdep), which needed 150-330 s under TCG on this
+    /// 2-core host and which only the direct backend lets the run's own timeout bound.
+    pub fn default_for(kernel: &Kernel) -> Backend {
+        if kernel.variant == "debug" {
+            Backend::Direct
+        } else {
+            Backend::Vmtest
+        }
+    }
+}
+
 impl std::str::FromStr for Backend {
     type Err = VmError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -239,12 +253,13 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// `CRIB_VM_BACKEND` (`vmtest` or `direct`); unset or empty means vmtest.
-pub fn backend_from_env() -> Result<Backend, VmError> {
+/// `CRIB_VM_BACKEND` (`vmtest` or `direct`); unset or empty means the default for the kernel
+/// ([`Backend::default_for`]).
+pub fn backend_from_env() -> Result<Option<Backend>, VmError> {
     match std::env::var("CRIB_VM_BACKEND") {
-        Err(std::env::VarError::NotPresent) => Ok(Backend::Vmtest),
-        Ok(v) if v.is_empty() => Ok(Backend::Vmtest),
-        Ok(v) => v.parse(),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => v.parse().map(Some),
         Err(std::env::VarError::NotUnicode(v)) => Err(VmError::BadEnv {
             var: "CRIB_VM_BACKEND",
             value: v.to_string_lossy().into_owned(),
@@ -547,7 +562,7 @@ impl Vm {
     fn backend_choice(&self) -> Result<Backend, VmError> {
         match self.backend {
             Some(b) => Ok(b),
-            None => backend_from_env(),
+            None => Ok(backend_from_env()?.unwrap_or_else(|| Backend::default_for(&self.kernel))),
         }
     }
 
@@ -582,6 +597,14 @@ impl Vm {
         // skew, declares it unstable and switches to the HPET, whose every read is an emulated
         // MMIO access: the guest's userspace then crawls (10-20 s per `mount` observed).
         k.push("tsc=reliable".into());
+        // 4-level paging. TCG's `-cpu max` offers LA57, so the kernel runs with 5-level
+        // paging, and 7.3's identify_cpu() zeroes boot_cpu_data's feature bits with interrupts
+        // on and alternatives not yet applied: an interrupt in that window sees
+        // pgtable_l5_enabled() false, and KASAN's shadow-range check then takes every
+        // direct-map address for a wild one ("BUG: KASAN: wild-memory-access in
+        // rcu_is_watching", 1 debug boot in ~9). Hardware without LA57 (and KVM here) never
+        // sees it; with `no5lvl` the feature bit is off before and after the window.
+        k.push("no5lvl".into());
         if let Ok(extra) = std::env::var("CRIB_VM_KARGS") {
             k.extend(extra.split_whitespace().map(str::to_string));
         }
@@ -657,36 +680,75 @@ impl Vm {
 
     /// Boot, set the guest up, run `argv`, collect its exit code, output and dmesg.
     ///
-    /// A guest kernel that crashes while booting, untainted (so before the module or anything
-    /// else of ours was loaded, and before the command ran), is booted once more: seen here
-    /// under TCG about once in 200 boots of the release kernel (an int3 Oops in
-    /// `sched_clock_cpu` during boot-time text patching, and the KASAN report in
-    /// `rcu_is_watching` kept in `vm/testdata`), never under the code under test. The first
-    /// crash is printed in full; a second one is returned as the error.
+    /// One failure class is booted once more: [`FailureClass::TcgStaleInt3`], an untainted
+    /// kernel that trapped on an INT3 byte which is no longer in its text, before the command
+    /// started (QEMU's multi-threaded TCG ran a stale translation of code the kernel had
+    /// finished patching; nothing of ours had run). The retry is printed with the first crash,
+    /// recorded in `$CRIB_CACHE/vm-boots.log` and followed by the cache's retry summary line.
+    /// Every other failure is returned as it is.
     pub fn run(&self, argv: &[OsString]) -> Result<GuestRun, VmError> {
-        match self.run_once(argv) {
-            Err(VmError::Crashed {
-                phase,
-                splats,
-                tail,
-            }) if phase == BOOT_PHASE && crashed_untainted(&splats) => {
-                eprintln!(
-                    "crib vm: WARNING: the guest kernel crashed while booting, untainted, before \
-                     anything of ours was loaded; booting a fresh guest once more. The crash:\n{}",
-                    splats
-                        .iter()
-                        .map(|s| s.excerpt.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n---\n")
-                );
-                drop(tail);
-                self.run_once(argv)
-            }
-            r => r,
+        let first = self.run_once(argv, None);
+        let class = first.as_ref().err().map(classify_error);
+        self.record(&first, class, false);
+        let Some(class) = class.filter(|c| c.retryable()) else {
+            return first;
+        };
+        let excerpts = match &first {
+            Err(VmError::Crashed { splats, .. }) => splats
+                .iter()
+                .map(|s| s.excerpt.as_str())
+                .collect::<Vec<_>>()
+                .join("\n---\n"),
+            _ => String::new(),
+        };
+        eprintln!(
+            "crib vm: retry 1 of class {class}: {}; booting a fresh guest once more. The \
+             first boot's crash:\n{excerpts}",
+            class.describe()
+        );
+        let second = self.run_once(argv, None);
+        let second_class = second.as_ref().err().map(classify_error);
+        self.record(&second, second_class, true);
+        eprintln!("crib vm: {}", stats::summary_line(&stats::log_path()));
+        second
+    }
+
+    /// One boot, no retry, and the transcript written to `transcript` (else to
+    /// `$CRIB_VM_LOG` if set): what `crib vm --repeat` counts. Recorded in the boot log.
+    pub fn run_single(
+        &self,
+        argv: &[OsString],
+        transcript: Option<&Path>,
+    ) -> Result<GuestRun, VmError> {
+        let r = self.run_once(argv, transcript);
+        let class = r.as_ref().err().map(classify_error);
+        self.record(&r, class, false);
+        r
+    }
+
+    /// Append a run to the boot log if a guest was started at all (not for a missing kernel
+    /// or a bad setting).
+    fn record(&self, r: &Result<GuestRun, VmError>, class: Option<FailureClass>, retry: bool) {
+        let booted = match r {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e,
+                VmError::Timeout { .. }
+                    | VmError::Crashed { .. }
+                    | VmError::Failed { .. }
+                    | VmError::Setup { .. }
+                    | VmError::QemuStart { .. }
+                    | VmError::GuestTimeout { .. }
+                    | VmError::GuestStopped { .. }
+            ),
+        };
+        if booted {
+            let backend = self.backend_choice().map_or("?", Backend::as_str);
+            stats::record(&self.kernel, backend, class, retry);
         }
     }
 
-    fn run_once(&self, argv: &[OsString]) -> Result<GuestRun, VmError> {
+    fn run_once(&self, argv: &[OsString], transcript: Option<&Path>) -> Result<GuestRun, VmError> {
         let timeout = match self.timeout {
             Some(t) => t,
             None => timeout_from_env()?,
@@ -694,26 +756,15 @@ impl Vm {
         let backend = self.backend_choice()?;
         let accel = self.accel_choice()?;
         if backend == Backend::Direct {
-            return direct::run(self, accel.accel, argv, timeout);
+            return direct::run(self, accel.accel, argv, timeout, transcript);
         }
         check_wrapper(accel.accel)?;
         let nonce = make_nonce();
         let script = self.guest_script(argv, &nonce)?;
-        let mut cmd = self.vmtest_command(accel.accel, &self.kargs(), &script);
-        // Under TCG, hold vmtest at its QMP handshake until the guest is up (see QmpGate).
-        let gate = match accel.accel {
-            Accel::Tcg => Some(QmpGate::start()?),
-            Accel::Kvm => None,
-        };
-        if let Some(g) = &gate {
-            cmd.env("CRIB_QMP_GATE_DIR", g.dir.path());
-        }
+        let cmd = self.vmtest_command(accel.accel, &self.kargs(), &script);
         let echo = self.echo;
         let mut last_section = Section::Console;
         let raw = run_vmtest(cmd, timeout, |line| {
-            if let Some(g) = &gate {
-                g.observe(line);
-            }
             if !echo {
                 return;
             }
@@ -727,8 +778,8 @@ impl Vm {
             }
             last_section = section_of(line, &nonce, last_section);
         })?;
-        if let Some(path) = std::env::var_os("CRIB_VM_LOG") {
-            save_transcript(Path::new(&path), &raw, "vmtest");
+        if let Some(path) = transcript_path(transcript) {
+            save_transcript(&path, &raw, "vmtest");
         }
         interpret(raw, &nonce, timeout)
     }
@@ -882,182 +933,6 @@ fn make_nonce() -> String {
     format!("{:x}{:x}", std::process::id(), t & 0xffff_ffff_ffff)
 }
 
-/// Holds vmtest at its QMP handshake until the guest's agent is about to start.
-///
-/// vmtest gives the guest agent a fixed 120 s (80 s when it thinks KVM is in use) from the
-/// QMP handshake to answer, and a KASAN+lockdep kernel under TCG can need more on a loaded
-/// 2-core host. vmtest's QMP handshake itself has no timeout. So `scripts/qemu-tcg`, when
-/// `CRIB_QMP_GATE_DIR` is set, moves QEMU's QMP socket into that directory, records QEMU's pid
-/// there, and points vmtest's QMP path at our `front.sock`. We accept vmtest's connection at
-/// once and connect it through to QEMU only when the console shows vmtest's init spawning the
-/// guest agent. If QEMU dies first, or the console shows a panic, we drop vmtest's connection
-/// so vmtest fails at once instead of waiting. The run's own timeout (CRIB_VM_TIMEOUT) bounds
-/// everything.
-struct QmpGate {
-    dir: tempfile::TempDir,
-    state: std::sync::Arc<(Mutex<GateState>, std::sync::Condvar)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum GateState {
-    Waiting,
-    Open,
-    Abort,
-}
-
-/// The console line vmtest's init prints right before starting qemu-ga.
-const GUEST_AGENT_LINE: &str = "vmtest: Spawning qemu-ga";
-/// Open the gate anyway after this long (e.g. a `quiet` console never shows the line).
-const GATE_FALLBACK: Duration = Duration::from_secs(240);
-
-impl QmpGate {
-    fn start() -> Result<QmpGate, VmError> {
-        let base = cache_dir().join("tmp");
-        std::fs::create_dir_all(&base).map_err(|source| VmError::Io {
-            what: format!("mkdir {}", base.display()),
-            source,
-        })?;
-        // Short names: a unix socket path must fit in 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("qg")
-            .tempdir_in(&base)
-            .map_err(|source| VmError::Io {
-                what: format!("tempdir in {}", base.display()),
-                source,
-            })?;
-        let front = dir.path().join("front.sock");
-        let listener =
-            std::os::unix::net::UnixListener::bind(&front).map_err(|source| VmError::Io {
-                what: format!("bind {}", front.display()),
-                source,
-            })?;
-        let state =
-            std::sync::Arc::new((Mutex::new(GateState::Waiting), std::sync::Condvar::new()));
-        let (st, qemu_sock, pid_file) = (
-            state.clone(),
-            dir.path().join("qemu-qmp.sock"),
-            dir.path().join("qemu.pid"),
-        );
-        std::thread::spawn(move || gate_thread(listener, &qemu_sock, &pid_file, &st));
-        Ok(QmpGate { dir, state })
-    }
-
-    /// Feed one line of vmtest's output.
-    fn observe(&self, line: &str) {
-        let verdict = if line.contains(GUEST_AGENT_LINE) {
-            GateState::Open
-        } else if line.contains("Kernel panic - not syncing") {
-            GateState::Abort
-        } else {
-            return;
-        };
-        self.set(verdict);
-    }
-
-    fn set(&self, v: GateState) {
-        let (m, cv) = &*self.state;
-        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-        if *g == GateState::Waiting {
-            *g = v;
-            cv.notify_all();
-        }
-    }
-}
-
-impl Drop for QmpGate {
-    fn drop(&mut self) {
-        // Unblock the thread if the run ended before the gate opened.
-        self.set(GateState::Abort);
-    }
-}
-
-/// Whether the process in `pid_file` is gone (or a zombie).
-fn qemu_gone(pid_file: &Path) -> bool {
-    let Some(pid) = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-    else {
-        return false; // not started yet
-    };
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
-}
-
-fn gate_thread(
-    listener: std::os::unix::net::UnixListener,
-    qemu_sock: &Path,
-    pid_file: &Path,
-    state: &(Mutex<GateState>, std::sync::Condvar),
-) {
-    let (m, cv) = state;
-    // Poll, so the thread ends with the run even if vmtest never connects.
-    if listener.set_nonblocking(true).is_err() {
-        return;
-    }
-    let front = loop {
-        match listener.accept() {
-            Ok((f, _)) => break f,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if *m.lock().unwrap_or_else(|e| e.into_inner()) == GateState::Abort {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(_) => return,
-        }
-    };
-    if front.set_nonblocking(false).is_err() {
-        return;
-    }
-    let started = Instant::now();
-    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-    while *g == GateState::Waiting {
-        if qemu_gone(pid_file) {
-            *g = GateState::Abort;
-            break;
-        }
-        if started.elapsed() >= GATE_FALLBACK {
-            *g = GateState::Open;
-            break;
-        }
-        g = cv
-            .wait_timeout(g, Duration::from_millis(500))
-            .map(|(g, _)| g)
-            .unwrap_or_else(|e| e.into_inner().0);
-    }
-    let verdict = *g;
-    drop(g);
-    if verdict != GateState::Open {
-        return; // dropping `front` fails vmtest's handshake
-    }
-    let Ok(back) = std::os::unix::net::UnixStream::connect(qemu_sock) else {
-        return;
-    };
-    relay(front, back);
-}
-
-/// Copy bytes both ways until either side closes.
-fn relay(a: std::os::unix::net::UnixStream, b: std::os::unix::net::UnixStream) {
-    let (Ok(mut a2), Ok(mut b2)) = (a.try_clone(), b.try_clone()) else {
-        return;
-    };
-    let t = std::thread::spawn(move || {
-        let mut a = a;
-        let mut b = b;
-        let _ = std::io::copy(&mut a, &mut b);
-        let _ = b.shutdown(std::net::Shutdown::Both);
-        let _ = a.shutdown(std::net::Shutdown::Both);
-    });
-    let _ = std::io::copy(&mut b2, &mut a2);
-    let _ = a2.shutdown(std::net::Shutdown::Both);
-    let _ = b2.shutdown(std::net::Shutdown::Both);
-    let _ = t.join();
-}
-
 /// What vmtest printed, each line with when it arrived.
 #[derive(Debug, Default)]
 pub struct RawRun {
@@ -1163,6 +1038,13 @@ fn run_vmtest(
     raw.stderr = err_reader.join().unwrap_or_default();
     raw.code = status.and_then(|s| s.code());
     Ok(raw)
+}
+
+/// Where a run's transcript goes: the caller's path, else `$CRIB_VM_LOG`.
+fn transcript_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("CRIB_VM_LOG").map(PathBuf::from))
 }
 
 /// Write what vmtest (or QEMU's console, `who`) printed, each line with its arrival time, for
@@ -1743,7 +1625,11 @@ pub fn argv<S: AsRef<OsStr>>(args: &[S]) -> Vec<OsString> {
     args.iter().map(|a| a.as_ref().to_os_string()).collect()
 }
 
+mod classify;
 mod direct;
+pub mod stats;
+
+pub use classify::{classify, classify_error, classify_transcript, parse_transcript, FailureClass};
 
 #[cfg(test)]
 mod tests;

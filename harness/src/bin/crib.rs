@@ -15,17 +15,26 @@ const USAGE: &str = "\
 usage: crib <subcommand> [args]
 
 subcommands:
-  vm [--kernel stock|patched] [--rw] [--timeout S] [--backend vmtest|direct] -- CMD...
+  vm [--kernel stock|patched] [--rw] [--timeout S] [--backend vmtest|direct] [--repeat N]
+     -- CMD...
         boot the built kernel under QEMU (vmtest), set the guest up (bpffs, lo, tmpfs /tmp,
         crib_kfuncs.ko on stock), run CMD, exit with its exit code.
+        --repeat N boots N times in a row, one at a time, with no retry, each running CMD
+        (boot stress: `crib vm --repeat 200 --kernel patched -- true`); prints one line per
+        boot, then the failures by class with each failure's transcript and the per-boot
+        times (min/median/max). Exit 0 only if every boot ran CMD with exit 0 and a clean
+        dmesg.
+  vm --stats
+        summarize the boot log every guest boot appends to ($CRIB_CACHE/vm-boots.log):
+        boots, failures and retries by class, for the last 24 h and in all.
         `crib vm -- bash` (on a terminal) or `crib vm -- -` gives an interactive shell.
         --backend direct boots with QEMU itself and no guest agent (for slow kernels: only
         the timeout bounds the boot; output comes over the serial console; no shell).
         Exit codes: CMD's own; 69 the VM failed (boot, crash, timeout); 70 guest setup failed;
         72 CMD ran but the kernel splatted (excerpt on stderr).
         Env: CRIB_ACCEL=tcg|kvm forces the accelerator, CRIB_VM_TIMEOUT=S the timeout (300),
-        CRIB_VM_BACKEND=vmtest|direct the backend (vmtest), CRIB_CACHE / CRIB_VARIANT select
-        the kernel build.
+        CRIB_VM_BACKEND=vmtest|direct the backend (vmtest for release kernels, direct for
+        the debug variant), CRIB_CACHE / CRIB_VARIANT select the kernel build.
   cases [--kernel stock|patched] [--list] OBJ...
         list the verifier-acceptance cases (__success/__failure/__msg/... annotations, as in
         selftests/bpf) of any BPF objects, then boot one guest and run them all there; prints
@@ -87,6 +96,7 @@ struct VmArgs {
     rw: bool,
     timeout: Option<Duration>,
     backend: Option<Backend>,
+    repeat: Option<u32>,
     command: Vec<OsString>,
 }
 
@@ -96,6 +106,7 @@ fn parse_vm_args(args: Vec<OsString>) -> Result<VmArgs> {
         rw: false,
         timeout: None,
         backend: None,
+        repeat: None,
         command: Vec::new(),
     };
     let mut it = args.into_iter();
@@ -139,13 +150,22 @@ fn parse_vm_args(args: Vec<OsString>) -> Result<VmArgs> {
                     _ => bail!("--backend {v:?}: use 'vmtest' or 'direct'"),
                 });
             }
+            "--repeat" => {
+                let v = value("--repeat")?;
+                out.repeat = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .with_context(|| format!("--repeat {v:?}: want a whole number > 0"))?,
+                );
+            }
             _ => bail!("unexpected argument {s:?}; put the guest command after `--`\n\n{USAGE}"),
         }
     }
     if out.command.is_empty() {
         bail!(
             "no command given: crib vm [--kernel stock|patched] [--rw] [--timeout S] \
-             [--backend vmtest|direct] -- CMD..."
+             [--backend vmtest|direct] [--repeat N] -- CMD..."
         );
     }
     Ok(out)
@@ -164,6 +184,13 @@ fn cmd_vm(args: Vec<OsString>) -> Result<i32> {
         print!("{USAGE}");
         return Ok(0);
     }
+    if args.len() == 1 && args[0] == "--stats" {
+        println!(
+            "crib vm: {}",
+            vm::stats::summary_line(&vm::stats::log_path())
+        );
+        return Ok(0);
+    }
     let a = parse_vm_args(args)?;
     let kernel = match Kernel::locate(a.flavor) {
         Ok(k) => k,
@@ -178,6 +205,9 @@ fn cmd_vm(args: Vec<OsString>) -> Result<i32> {
     }
     if let Some(b) = a.backend {
         vm = vm.backend(b);
+    }
+    if let Some(n) = a.repeat {
+        return repeat_boots(&vm, &kernel, n, &a.command);
     }
     use std::io::IsTerminal as _;
     if wants_shell(&a.command, std::io::stdin().is_terminal()) {
@@ -201,6 +231,129 @@ fn cmd_vm(args: Vec<OsString>) -> Result<i32> {
         }
     };
     Ok(report_run("crib vm", &kernel, &run))
+}
+
+/// `crib vm --repeat N`: boot `n` times with no retry, class every outcome, keep the transcript
+/// of each failure, and report counts by class and the per-boot times.
+fn repeat_boots(vm: &Vm, kernel: &Kernel, n: u32, command: &[OsString]) -> Result<i32> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dir = crib_harness::kernel::cache_dir()
+        .join("logs")
+        .join(format!("vm-repeat-{}-{stamp}", kernel.flavor));
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    let vm = vm.clone().echo(false);
+    eprintln!(
+        "crib vm --repeat: {n} boots of the {} kernel {} running {:?}; transcripts of failures \
+         stay in {}",
+        kernel.flavor,
+        kernel.release,
+        command,
+        dir.display()
+    );
+    let mut times = Vec::with_capacity(n as usize);
+    let mut failures: Vec<(u32, vm::FailureClass, std::path::PathBuf)> = Vec::new();
+    for i in 1..=n {
+        let path = dir.join(format!("boot-{i:04}.log"));
+        let result = vm.run_single(command, Some(&path));
+        let class = vm::classify(&result);
+        match (&result, class) {
+            (Ok(run), None) => {
+                times.push((run.boot, run.total));
+                let _ = std::fs::remove_file(&path);
+                eprintln!(
+                    "crib vm --repeat: boot {i}/{n}: ok (boot to command {:.1}s, total {:.1}s)",
+                    run.boot.as_secs_f64(),
+                    run.total.as_secs_f64()
+                );
+            }
+            (_, class) => {
+                let class = class.unwrap_or(vm::FailureClass::Other);
+                if let Ok(run) = &result {
+                    times.push((run.boot, run.total));
+                }
+                let why = match &result {
+                    Err(e) => e.to_string(),
+                    Ok(run) => format!(
+                        "command exited {}, {} splat(s)",
+                        run.exit_code,
+                        run.splats().len()
+                    ),
+                };
+                eprintln!(
+                    "crib vm --repeat: boot {i}/{n}: FAILED, class {class} ({}); transcript {}\n{why}",
+                    class.describe(),
+                    path.display()
+                );
+                failures.push((i, class, path));
+            }
+        }
+    }
+    let summary = repeat_summary(kernel, n, &times, &failures);
+    println!("{summary}");
+    std::fs::write(dir.join("summary.txt"), format!("{summary}\n"))
+        .with_context(|| format!("write {}", dir.join("summary.txt").display()))?;
+    eprintln!(
+        "crib vm: {}",
+        vm::stats::summary_line(&vm::stats::log_path())
+    );
+    Ok(if failures.is_empty() { 0 } else { 1 })
+}
+
+/// min/median/max of durations, in seconds.
+fn min_median_max(mut v: Vec<Duration>) -> Option<(f64, f64, f64)> {
+    v.sort();
+    let (first, last) = (v.first()?, v.last()?);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2
+    };
+    Some((
+        first.as_secs_f64(),
+        median.as_secs_f64(),
+        last.as_secs_f64(),
+    ))
+}
+
+/// The report of a `--repeat` run.
+fn repeat_summary(
+    kernel: &Kernel,
+    n: u32,
+    times: &[(Duration, Duration)],
+    failures: &[(u32, vm::FailureClass, std::path::PathBuf)],
+) -> String {
+    let mut out = format!(
+        "crib vm --repeat: {n} boots of the {} kernel {}: {} ok, {} failed",
+        kernel.flavor,
+        kernel.release,
+        n as usize - failures.len(),
+        failures.len()
+    );
+    let fmt = |v: Vec<Duration>| {
+        min_median_max(v).map_or("-".to_string(), |(a, b, c)| {
+            format!("{a:.1}/{b:.1}/{c:.1} s")
+        })
+    };
+    out.push_str(&format!(
+        "\n  per boot (min/median/max): boot to command {}, total {}",
+        fmt(times.iter().map(|t| t.0).collect()),
+        fmt(times.iter().map(|t| t.1).collect())
+    ));
+    for class in vm::FailureClass::ALL {
+        let of: Vec<_> = failures.iter().filter(|f| f.1 == class).collect();
+        if of.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n  {class}: {} ({})", of.len(), class.describe()));
+        for (i, _, path) in of {
+            out.push_str(&format!("\n    boot {i}: {}", path.display()));
+        }
+    }
+    out
 }
 
 /// Print how a guest run went and turn it into `crib`'s exit code: the command's own, or
@@ -563,6 +716,7 @@ mod tests {
                 rw: false,
                 timeout: None,
                 backend: None,
+                repeat: None,
                 command: os(&["true"])
             }
         );
@@ -575,8 +729,64 @@ mod tests {
         assert!(e(&["--timeout", "0", "--", "x"]).contains("--timeout"));
         assert!(e(&["--timeout"]).contains("needs a value"));
         assert!(e(&["--backend=qemu", "--", "x"]).contains("'vmtest' or 'direct'"));
+        assert!(e(&["--repeat", "0", "--", "x"]).contains("--repeat"));
+        assert!(e(&["--repeat=many", "--", "x"]).contains("--repeat"));
         assert!(e(&["ls"]).contains("after `--`"));
         assert!(e(&["--"]).contains("no command"));
+    }
+
+    #[test]
+    fn vm_args_take_repeat() {
+        let a = parse_vm_args(os(&[
+            "--repeat", "200", "--kernel", "patched", "--", "true",
+        ]))
+        .unwrap();
+        assert_eq!(a.repeat, Some(200));
+        assert_eq!(a.flavor, Flavor::Patched);
+    }
+
+    #[test]
+    fn repeat_summary_counts_failures_by_class_with_their_transcripts() {
+        let k = Kernel {
+            flavor: Flavor::Stock,
+            variant: "release".into(),
+            dir: "/k".into(),
+            bzimage: "/k/bzImage".into(),
+            vmlinux: "/k/vmlinux".into(),
+            vmlinux_h: "/k/vmlinux.h".into(),
+            release: "7.3.0-rc7".into(),
+            base: "linux-source-7.3".into(),
+            module: None,
+            manifest: Default::default(),
+        };
+        let s = |v: u64| Duration::from_millis(v);
+        let times = [(s(8000), s(9000)), (s(7000), s(12000)), (s(9000), s(10000))];
+        let failures = [
+            (2, vm::FailureClass::TcgStaleInt3, "/l/boot-0002.log".into()),
+            (4, vm::FailureClass::Timeout, "/l/boot-0004.log".into()),
+            (5, vm::FailureClass::TcgStaleInt3, "/l/boot-0005.log".into()),
+        ];
+        let r = repeat_summary(&k, 6, &times, &failures);
+        assert!(
+            r.contains("6 boots of the stock kernel 7.3.0-rc7: 3 ok, 3 failed"),
+            "{r}"
+        );
+        assert!(
+            r.contains("boot to command 7.0/8.0/9.0 s, total 9.0/10.0/12.0 s"),
+            "{r}"
+        );
+        assert!(r.contains("tcg-stale-int3: 2 ("), "{r}");
+        assert!(
+            r.contains("boot 2: /l/boot-0002.log\n    boot 5: /l/boot-0005.log"),
+            "{r}"
+        );
+        assert!(r.contains("timeout: 1 ("), "{r}");
+        assert!(!r.contains("kernel-crash"), "{r}");
+        assert_eq!(
+            min_median_max(vec![s(1000), s(3000), s(2000), s(4000)]),
+            Some((1.0, 2.5, 4.0))
+        );
+        assert_eq!(min_median_max(vec![]), None);
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub(super) fn run(
     accel: Accel,
     argv: &[OsString],
     timeout: Duration,
+    transcript: Option<&Path>,
 ) -> Result<GuestRun, VmError> {
     let nonce = super::make_nonce();
     let cmd_script = vm.guest_script(argv, &nonce)?;
@@ -142,8 +143,8 @@ pub(super) fn run(
             return Err(e);
         }
     };
-    if let Some(path) = std::env::var_os("CRIB_VM_LOG") {
-        save_transcript(Path::new(&path), &raw, "qemu");
+    if let Some(path) = super::transcript_path(transcript) {
+        save_transcript(&path, &raw, "qemu");
     }
     let result = interpret(raw, &nonce, timeout, &log);
     if result.is_err() {
