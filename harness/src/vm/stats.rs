@@ -165,6 +165,9 @@ fn pct(n: u64, of: u64) -> f64 {
 pub fn summary_line(path: &Path) -> String {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return format!("boot log {}: no boots recorded yet", path.display())
+        }
         Err(e) => return format!("boot log {}: cannot read it: {e}", path.display()),
     };
     let part = |s: &Summary| {

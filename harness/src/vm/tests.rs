@@ -498,6 +498,7 @@ fn vmtests_own_error_becomes_the_reason_without_the_backtrace() {
 // the runner classifies it live (harness/README.md, "Flakes and retries").
 
 const QMP_EOF: &str = include_str!("testdata/qmp-handshake-eof.transcript");
+const QMP_EOF_REPRODUCED: &str = include_str!("testdata/qmp-handshake-eof-reproduced.transcript");
 const STALE_INT3: &str = include_str!("testdata/tcg-stale-int3.transcript");
 const EARLY_KASAN: &str = include_str!("testdata/early-kasan-la57.transcript");
 
@@ -514,6 +515,17 @@ fn qmp_handshake_eof_fixture_is_its_class_and_not_retried() {
     let m = interpret(t.raw, "-", T).unwrap_err().to_string();
     assert!(m.contains("the VM failed while booting"), "{m}");
     assert!(m.contains("unexpected eof"), "{m}");
+}
+
+#[test]
+fn reproduced_qmp_handshake_eof_is_its_class() {
+    assert_eq!(
+        class_of(QMP_EOF_REPRODUCED),
+        Some(FailureClass::QmpHandshakeEof)
+    );
+    let t = parse_transcript(QMP_EOF_REPRODUCED).unwrap();
+    assert_eq!(t.raw.code, Some(101));
+    assert!(t.raw.stderr.contains("qapi::qmp_impl::Qmp<S>::handshake"));
 }
 
 #[test]
