@@ -61,6 +61,21 @@ pub enum KernelError {
     },
     #[error("{path}: {what}; the kernel build looks incomplete: run `scripts/build` again")]
     Incomplete { path: PathBuf, what: String },
+    #[error(
+        "the {flavor} kernel in the cache ({built}) was not built from this checkout: {changed} \
+         changed since; this tree's build would be {want}. Run `scripts/build` (`cargo nextest \
+         run` does that itself through its setup script)"
+    )]
+    Stale {
+        flavor: Flavor,
+        built: PathBuf,
+        want: PathBuf,
+        changed: String,
+    },
+    #[error("asking `{script} --exports-for` where this checkout's kernels are: {why}")]
+    Exports { script: PathBuf, why: String },
+    #[error(transparent)]
+    Dir(#[from] crate::kernel_dir::KernelDirError),
 }
 
 /// One built kernel, as exported by `scripts/build`.
@@ -108,22 +123,135 @@ pub fn parse_manifest(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The export directories `scripts/build` uses for one checkout's inputs, and the inputs' keys
+/// (`scripts/build --exports-for BASE`: the naming lives in the script alone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exports {
+    pub stock: PathBuf,
+    pub module: PathBuf,
+    pub patched: PathBuf,
+    /// `CRIB_CFG_KEY`, `CRIB_PATCH_KEY`, `CRIB_KFUNCS_KEY`, `CRIB_KFUNCS_SRC_KEY`.
+    pub keys: BTreeMap<String, String>,
+}
+
+impl Exports {
+    /// Ask `<root>/scripts/build` where the exports of the tree at `root` for `base` live.
+    pub fn of_tree(
+        root: &Path,
+        cache: &Path,
+        variant: &str,
+        base: &str,
+    ) -> Result<Exports, KernelError> {
+        let script = root.join("scripts/build");
+        let err = |why: String| KernelError::Exports {
+            script: script.clone(),
+            why,
+        };
+        let out = std::process::Command::new(&script)
+            .args(["--exports-for", base])
+            .env("CRIB_CACHE", cache)
+            .env("CRIB_VARIANT", variant)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| err(e.to_string()))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let mut m = parse_manifest(&String::from_utf8_lossy(&out.stdout));
+        let mut take = |k: &str| {
+            m.remove(k)
+                .map(PathBuf::from)
+                .ok_or_else(|| err(format!("no '{k}=' line in its output")))
+        };
+        Ok(Exports {
+            stock: take("stock")?,
+            module: take("module")?,
+            patched: take("patched")?,
+            keys: m,
+        })
+    }
+
+    /// Which inputs differ between this tree and the export whose manifest is `built`.
+    fn changed(&self, flavor: Flavor, built: &BTreeMap<String, String>) -> String {
+        let mut inputs = vec![("CRIB_CFG_KEY", "configs/")];
+        if flavor == Flavor::Patched {
+            inputs.push(("CRIB_PATCH_KEY", "kernel-patches/"));
+            inputs.push(("CRIB_KFUNCS_SRC_KEY", "kfuncs/"));
+        }
+        let changed: Vec<&str> = inputs
+            .iter()
+            .filter(|(k, _)| built.get(*k) != self.keys.get(*k))
+            .map(|(_, what)| *what)
+            .collect();
+        match (changed.is_empty(), built.contains_key("CRIB_CFG_KEY")) {
+            (_, false) => "an input (that export records no input keys)".into(),
+            (true, true) => "an input".into(),
+            (false, true) => changed.join(" and "),
+        }
+    }
+}
+
 impl Kernel {
-    /// The kernel of `flavor` for the current variant in the current cache.
+    /// The kernel of `flavor`: the one in `CRIB_KERNEL_DIR` (a kernel build directory, see
+    /// `kernel_dir`) when that is set, else the current variant's in the cache, built from this
+    /// checkout's configs, patches and kfuncs.
     pub fn locate(flavor: Flavor) -> Result<Kernel, KernelError> {
+        if let Some(dir) = std::env::var_os("CRIB_KERNEL_DIR").filter(|d| !d.is_empty()) {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            return Ok(crate::kernel_dir::locate(
+                Path::new(&dir),
+                &root,
+                &cache_dir(),
+                flavor,
+            )?);
+        }
         Self::locate_in(&cache_dir(), &variant(), flavor)
     }
 
     pub fn locate_in(cache: &Path, variant: &str, flavor: Flavor) -> Result<Kernel, KernelError> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        Self::locate_for_tree(&root, cache, variant, flavor)
+    }
+
+    /// The kernel of `flavor` built from the checkout at `root`. The cache's
+    /// `kernels/<variant>/<flavor>` link names the last build and its base; the export of this
+    /// tree's inputs for that base must exist, else the kernel (or module) is stale and this
+    /// says which input changed.
+    pub fn locate_for_tree(
+        root: &Path,
+        cache: &Path,
+        variant: &str,
+        flavor: Flavor,
+    ) -> Result<Kernel, KernelError> {
         let link = cache.join("kernels").join(variant).join(flavor.as_str());
         let not_built = || KernelError::NotBuilt {
             flavor,
             variant: variant.to_string(),
             dir: link.clone(),
         };
-        let dir = link.canonicalize().map_err(|_| not_built())?;
+        let last = link.canonicalize().map_err(|_| not_built())?;
+        let last_manifest = std::fs::read_to_string(last.join("manifest.env"))
+            .map(|t| parse_manifest(&t))
+            .map_err(|_| not_built())?;
+        let base = last_manifest.get("CRIB_BASE").ok_or_else(not_built)?;
+        let exports = Exports::of_tree(root, cache, variant, base)?;
+        let want = match flavor {
+            Flavor::Stock => &exports.stock,
+            Flavor::Patched => &exports.patched,
+        };
+        let stale = |want: &Path| KernelError::Stale {
+            flavor,
+            built: last.clone(),
+            want: want.to_path_buf(),
+            changed: exports.changed(flavor, &last_manifest),
+        };
+        let dir = want.canonicalize().map_err(|_| stale(want))?;
         let manifest_path = dir.join("manifest.env");
-        let text = std::fs::read_to_string(&manifest_path).map_err(|_| not_built())?;
+        let text = std::fs::read_to_string(&manifest_path).map_err(|_| stale(want))?;
         let manifest = parse_manifest(&text);
         let need = |p: PathBuf| -> Result<PathBuf, KernelError> {
             if p.exists() {
@@ -143,7 +271,18 @@ impl Kernel {
                 what: "no CRIB_KERNEL_RELEASE".into(),
             })?;
         let module = match flavor {
-            Flavor::Stock => Some(need(dir.join("module/crib_kfuncs.ko"))?),
+            Flavor::Stock => {
+                let ko = exports.module.join("crib_kfuncs.ko");
+                if !ko.exists() {
+                    return Err(KernelError::Stale {
+                        flavor,
+                        built: last.join("module"),
+                        want: exports.module.clone(),
+                        changed: "kfuncs/ (the module)".into(),
+                    });
+                }
+                Some(ko)
+            }
             Flavor::Patched => None,
         };
         Ok(Kernel {
@@ -183,6 +322,84 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("scripts/build"), "{msg}");
         assert!(msg.contains("stock"), "{msg}");
+    }
+
+    /// A cache whose `kernels/release/<flavor>` link points at an export with `manifest`.
+    fn cache_with_last_build(flavor: Flavor, manifest: &str) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out/last-build");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("manifest.env"), manifest).unwrap();
+        let kernels = tmp.path().join("kernels/release");
+        std::fs::create_dir_all(&kernels).unwrap();
+        std::os::unix::fs::symlink(&out, kernels.join(flavor.as_str())).unwrap();
+        tmp
+    }
+
+    fn this_tree() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    /// Fill `dir` with what an export holds.
+    fn fake_export(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        for f in ["bzImage", "vmlinux", "vmlinux.h"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        std::fs::write(
+            dir.join("manifest.env"),
+            "CRIB_BASE=fake-7.3\nCRIB_KERNEL_RELEASE=7.3.0-test\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn kernel_built_from_other_configs_is_stale_and_names_configs() {
+        let cache = cache_with_last_build(
+            Flavor::Stock,
+            "CRIB_BASE=fake-7.3\nCRIB_KERNEL_RELEASE=x\nCRIB_CFG_KEY=old-release\n",
+        );
+        let err = Kernel::locate_in(cache.path(), "release", Flavor::Stock).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, KernelError::Stale { .. }), "{msg}");
+        assert!(msg.contains("configs/ changed"), "{msg}");
+        assert!(msg.contains("scripts/build"), "{msg}");
+    }
+
+    #[test]
+    fn patched_kernel_built_from_other_kfuncs_is_stale_and_names_kfuncs() {
+        let exports =
+            Exports::of_tree(&this_tree(), Path::new("/nonexistent"), "release", "b").unwrap();
+        let manifest = format!(
+            "CRIB_BASE=fake-7.3\nCRIB_CFG_KEY={}\nCRIB_PATCH_KEY={}\nCRIB_KFUNCS_SRC_KEY=old\n",
+            exports.keys["CRIB_CFG_KEY"], exports.keys["CRIB_PATCH_KEY"]
+        );
+        let cache = cache_with_last_build(Flavor::Patched, &manifest);
+        let msg = Kernel::locate_in(cache.path(), "release", Flavor::Patched)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(": kfuncs/ changed"), "{msg}");
+    }
+
+    #[test]
+    fn export_of_this_tree_is_found_and_its_module_is_this_trees() {
+        let cache = cache_with_last_build(Flavor::Stock, "CRIB_BASE=fake-7.3\n");
+        let exports = Exports::of_tree(&this_tree(), cache.path(), "release", "fake-7.3").unwrap();
+        assert!(exports.stock.starts_with(cache.path()), "{exports:?}");
+        fake_export(&exports.stock);
+
+        // The stock kernel is there but not this tree's module: stale, and it says so.
+        let msg = Kernel::locate_in(cache.path(), "release", Flavor::Stock)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("kfuncs/ (the module)"), "{msg}");
+
+        std::fs::create_dir_all(&exports.module).unwrap();
+        std::fs::write(exports.module.join("crib_kfuncs.ko"), "").unwrap();
+        let k = Kernel::locate_in(cache.path(), "release", Flavor::Stock).unwrap();
+        assert_eq!(k.release, "7.3.0-test");
+        assert_eq!(k.module, Some(exports.module.join("crib_kfuncs.ko")));
+        assert_eq!(k.dir, exports.stock.canonicalize().unwrap());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod dump;
 pub mod file_read;
 pub mod hello;
 pub mod kernel;
+pub mod kernel_dir;
 pub mod loader;
 pub mod records;
 pub mod target;
