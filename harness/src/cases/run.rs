@@ -1,0 +1,297 @@
+//! Running a case in the guest: load the program (privileged, or with capabilities dropped
+//! in a thread of its own), check the verdict, the errno and the messages, and run
+//! `__retval` cases once with `BPF_PROG_RUN`.
+
+use std::time::Instant;
+
+use libbpf_rs::ProgramType;
+
+use crate::loader::{self, LoadOpts};
+
+use super::caps;
+use super::discovery::Case;
+use super::matching::{match_msgs, tail};
+use super::report::{errno_name, load_failure_context, CaseReport, Verdict};
+use super::spec::{LoadMode, Mode, Retval};
+
+/// Is the BPF JIT on (`/proc/sys/net/core/bpf_jit_enable` != 0)?
+fn jit_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable")
+        .map(|s| s.trim() != "0")
+        .unwrap_or(true)
+}
+
+/// What the runner keeps open while cases run. Cases that take file references walk the
+/// runner's own fd table, and the CRIB kfuncs hand out references only for regular files open
+/// for reading (a guest's stdio is pipes and `/dev/null`): hold one, our own executable.
+pub struct Fixtures {
+    _regular_file: std::fs::File,
+}
+
+/// Open the [`Fixtures`]; keep the result alive while the cases run.
+pub fn fixtures() -> std::io::Result<Fixtures> {
+    let exe = std::env::current_exe()?;
+    Ok(Fixtures {
+        _regular_file: std::fs::File::open(exe)?,
+    })
+}
+
+/// Load and check one case. Call in the guest (it loads into the running kernel).
+pub fn run_case(case: &Case) -> CaseReport {
+    let t0 = Instant::now();
+    let mut notes = Vec::new();
+    let verdict = run_case_inner(case, &mut notes);
+    CaseReport {
+        verdict,
+        notes,
+        elapsed: t0.elapsed(),
+    }
+}
+
+fn run_case_inner(case: &Case, notes: &mut Vec<String>) -> Verdict {
+    if !case.spec.unsupported.is_empty() {
+        return Verdict::Fail(format!(
+            "unsupported annotation(s) {}: this runner cannot check them, so the case is not \
+             counted as passed",
+            case.spec.unsupported.join(", ")
+        ));
+    }
+    if let Some(why) = case.static_skip() {
+        return Verdict::Skip(why);
+    }
+    if let Some(mode) = case.spec.load_mode {
+        let jit = jit_enabled();
+        if (mode == LoadMode::Jited) != jit {
+            let want = if mode == LoadMode::Jited {
+                "a JIT"
+            } else {
+                "no JIT"
+            };
+            return Verdict::Skip(format!("needs {want}; bpf_jit_enable says otherwise"));
+        }
+    }
+    let (set, clear) = case.spec.flags();
+    let opts = LoadOpts {
+        log_level: case.spec.log_level,
+        prog_flags: set,
+        clear_flags: clear,
+        also_load: case.aux.clone(),
+        unpriv_maps_only: case.mode == Mode::Unpriv,
+        ..LoadOpts::default()
+    };
+    match case.mode {
+        Mode::Priv => load_and_check(case, &opts, None, notes),
+        Mode::Unpriv => {
+            if let Err(e) = caps::enable_unpriv_bpf(notes) {
+                return Verdict::Fail(format!("unprivileged variant not run: {e}"));
+            }
+            // Capabilities are per thread: drop them in a thread of our own.
+            let case2 = case.clone();
+            let caps = case.expect().caps;
+            let handle = std::thread::spawn(move || {
+                let mut notes = Vec::new();
+                let v = load_and_check(&case2, &opts, Some(caps), &mut notes);
+                (v, notes)
+            });
+            match handle.join() {
+                Ok((v, n)) => {
+                    notes.extend(n);
+                    v
+                }
+                Err(_) => Verdict::Fail("the unprivileged load thread panicked".into()),
+            }
+        }
+    }
+}
+
+/// The errno check of a load that failed as expected: with a `__crib_load_errno`, the errno
+/// must be exactly that one. `Ok(note)` says what was checked; `Err(report)` names the
+/// expected and the actual errno (name and number), libbpf's messages and the log's end.
+fn check_load_errno(
+    prog: &str,
+    want: Option<i32>,
+    got: i32,
+    libbpf: &str,
+    log: &str,
+) -> Result<String, String> {
+    match want {
+        None => Ok(format!("rejected as expected: {}", errno_name(got))),
+        Some(w) if w == got => Ok(format!(
+            "rejected as expected, with the expected errno {}",
+            errno_name(got)
+        )),
+        Some(w) => Err(format!(
+            "expected the load of '{prog}' to fail with {}, but it failed with {}\n{}",
+            errno_name(w),
+            errno_name(got),
+            load_failure_context(libbpf, log)
+        )),
+    }
+}
+
+/// The unprivileged load: prepare the object (`bpf_object__prepare()`: kfunc and ksym
+/// externs, BTF, maps) with the thread's full capabilities, then drop CAP_SYS_ADMIN,
+/// CAP_NET_ADMIN, CAP_PERFMON and CAP_BPF (giving back `extra`) for the program load only,
+/// and restore them for the test run, as test_loader does. Resolving externs needs
+/// CAP_SYS_ADMIN for a module's kfuncs (libbpf lists module BTF with `BPF_BTF_GET_NEXT_ID`),
+/// so without the privileged prepare no case calling a module kfunc could load unprivileged.
+/// Call in a thread of its own: capabilities are per thread.
+fn load_unprivileged(
+    case: &Case,
+    opts: &LoadOpts,
+    extra: u64,
+    notes: &mut Vec<String>,
+) -> Result<loader::Loaded, String> {
+    let pending = loader::open_one(&case.object, &case.spec.prog, opts)
+        .map_err(|e| format!("cannot load: {e}"))?;
+    let pending = pending.prepare().map_err(|e| {
+        format!(
+            "{e}\n(the unprivileged variant runs bpf_object__prepare() with full capabilities \
+             before dropping them: this failure is not caused by the dropped capabilities, and \
+             the unprivileged program load was not attempted)"
+        )
+    })?;
+    let cur = caps::get().map_err(|e| format!("capget: {e}"))?;
+    let reduced = caps::reduced(cur, extra);
+    caps::set(reduced).map_err(|e| format!("capset (dropping capabilities): {e}"))?;
+    let loaded = pending.load();
+    caps::set(cur).map_err(|e| format!("capset (restoring capabilities): {e}"))?;
+    notes.push(
+        "prepared with full capabilities (bpf_object__prepare: kfunc/ksym externs, module BTF, \
+         object BTF, maps)"
+            .into(),
+    );
+    notes.push(format!(
+        "unprivileged program load: effective capabilities {:#x} (dropped SYS_ADMIN, NET_ADMIN, \
+         PERFMON, BPF{})",
+        reduced.effective,
+        if extra != 0 {
+            format!("; granted {extra:#x}")
+        } else {
+            String::new()
+        }
+    ));
+    Ok(loaded)
+}
+
+fn load_and_check(
+    case: &Case,
+    opts: &LoadOpts,
+    unpriv_caps: Option<u64>,
+    notes: &mut Vec<String>,
+) -> Verdict {
+    let prog = &case.spec.prog;
+    let expect = case.expect();
+    let loaded = match unpriv_caps {
+        None => match loader::load_one(&case.object, prog, opts) {
+            Ok(l) => l,
+            Err(e) => return Verdict::Fail(format!("cannot load: {e}")),
+        },
+        Some(extra) => match load_unprivileged(case, opts, extra, notes) {
+            Ok(l) => l,
+            Err(e) => return Verdict::Fail(e),
+        },
+    };
+    let log = &loaded.log;
+    match (&loaded.error, expect.failure) {
+        (None, true) => {
+            let what = match expect.load_errno {
+                Some(e) => format!("the load of '{prog}' to fail with {}", errno_name(e)),
+                None => format!("the verifier to reject '{prog}'"),
+            };
+            return Verdict::Fail(format!(
+                "expected {what}, but it loaded.\nlast 30 lines of the verifier log (log level \
+                 {}):\n{}",
+                opts.log_level,
+                tail(log, 30)
+            ));
+        }
+        (Some((errno, msgs)), false) => {
+            return Verdict::Fail(format!(
+                "expected '{prog}' to load, but it was rejected: {}\nlibbpf:\n{}\nlast 30 lines \
+                 of the verifier log:\n{}",
+                errno_name(*errno),
+                msgs.trim_end(),
+                tail(log, 30)
+            ))
+        }
+        (Some((errno, msgs)), true) => {
+            match check_load_errno(prog, expect.load_errno, *errno, msgs, log) {
+                Ok(note) => notes.push(note),
+                Err(report) => return Verdict::Fail(report),
+            }
+        }
+        (None, false) => notes.push("loaded as expected".into()),
+    }
+    match match_msgs(log, &expect.msgs) {
+        Ok(0) => {}
+        Ok(n) => notes.push(format!("{n} message(s) matched in order")),
+        Err(f) => return Verdict::Fail(f.report),
+    }
+    let Some(want) = expect.retval.filter(|_| !expect.failure) else {
+        return Verdict::Pass;
+    };
+    let Some(p) = loaded.prog(prog) else {
+        return Verdict::Fail(format!("'{prog}' loaded but is not in the loaded object"));
+    };
+    let got = if p.prog_type() == ProgramType::Syscall {
+        let mut empty = ();
+        loader::run_syscall(&p, &mut empty)
+    } else {
+        loader::run_packet(&p)
+    };
+    match (got, want) {
+        (Err(e), _) => Verdict::Fail(format!("test run failed: {e}")),
+        (Ok(v), Retval::Any) => {
+            notes.push(format!("retval {v} (any accepted)"));
+            Verdict::Pass
+        }
+        (Ok(v), Retval::Value(w)) if v == w => {
+            notes.push(format!("retval {v} as expected"));
+            Verdict::Pass
+        }
+        (Ok(v), Retval::Value(w)) => Verdict::Fail(format!(
+            "unexpected return value: got {v} ({v:#x}), expected {w} ({w:#x})"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "0: (b7) r0 = 0\n1: (b7) r1 = 42\n2: (79) r0 = *(u64 *)(r1 +0)\n\
+                       R1 invalid mem access 'scalar'\nprocessed 3 insns\n";
+
+    #[test]
+    fn load_errno_check() {
+        const LIBBPF: &str = "libbpf: prog 'p': BPF program load failed: Invalid argument\n";
+        // No errno asked for: any rejection is fine, as before.
+        let note = check_load_errno("p", None, libc::EINVAL, LIBBPF, "").unwrap();
+        assert_eq!(note, "rejected as expected: EINVAL (22: Invalid argument)");
+        let note = check_load_errno("p", Some(libc::EPERM), libc::EPERM, "", "").unwrap();
+        assert!(
+            note.contains("expected errno EPERM (1: Operation not permitted)"),
+            "{note}"
+        );
+        // The wrong errno fails, naming both, with libbpf's messages; no log here.
+        let r = check_load_errno("p", Some(libc::EPERM), libc::EINVAL, LIBBPF, "").unwrap_err();
+        assert!(
+            r.starts_with(
+                "expected the load of 'p' to fail with EPERM (1: Operation not permitted), but \
+                 it failed with EINVAL (22: Invalid argument)\n"
+            ),
+            "{r}"
+        );
+        assert!(r.contains(LIBBPF.trim_end()), "{r}");
+        assert!(r.contains("verifier log: empty"), "{r}");
+        // With a log, its end is shown.
+        let r = check_load_errno("p", Some(libc::EPERM), libc::EACCES, "", LOG).unwrap_err();
+        assert!(r.contains("EACCES (13: Permission denied)"), "{r}");
+        assert!(r.contains("libbpf: (no messages)"), "{r}");
+        assert!(r.contains("last 30 lines of the verifier log"), "{r}");
+        assert!(r.contains("R1 invalid mem access"), "{r}");
+        assert_eq!(errno_name(524), "ENOTSUPP (524: Unknown error 524)");
+        assert_eq!(errno_name(4000), "errno 4000 (Unknown error 4000)");
+    }
+}
