@@ -11,8 +11,9 @@
 //! nothing a test could rely on). Each test boots a guest of its flavor; the body runs there.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use crib_harness::bench::{self, Fail, Mode, Options, Outcome, Report, SCOPED_UNAVAILABLE};
 use crib_harness::kernel::Flavor;
 use crib_harness::vm::guest_test;
@@ -31,17 +32,65 @@ fn body(flavor: Flavor) -> Result<()> {
     check(flavor, &report, &opts)
 }
 
-fn check(flavor: Flavor, r: &Report, opts: &Options) -> Result<()> {
-    let bench_files = r
+/// The table `run()` read from `/proc/<pid>/fd`, against what the target was made to hold:
+/// stdio at most, and `f0` .. `f{fds-1}` of one `crib-bench-*` directory, each exactly once,
+/// each a regular file open for reading (the target opens them O_RDONLY). `run()` compares
+/// every walk with this table, so a table that misreads procfs would let a wrong walk pass.
+fn check_table(r: &Report, opts: &Options) -> Result<()> {
+    // The child closes everything but stdio (close_range, its result unchecked) before it
+    // opens the files.
+    let strays: Vec<String> = r
         .table
         .iter()
-        .filter(|t| t.link.contains("/crib-bench-"))
-        .count();
+        .filter(|t| t.fd > 2 && !t.link.contains("/crib-bench-"))
+        .map(|t| format!("fd {} -> {}", t.fd, t.link))
+        .collect();
     ensure!(
-        bench_files == opts.fds as usize,
-        "the target holds {bench_files} benchmark files, expected {}",
-        opts.fds
+        strays.is_empty(),
+        "the target holds more than stdio and its files: {strays:?}"
     );
+    let mut dirs = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    for t in r.table.iter().filter(|t| t.link.contains("/crib-bench-")) {
+        let path = Path::new(&t.link);
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            bail!("fd {}: unexpected link {}", t.fd, t.link);
+        };
+        dirs.insert(dir.to_path_buf());
+        ensure!(
+            names.insert(name.to_string_lossy().into_owned()),
+            "fd {}: {} is open twice",
+            t.fd,
+            t.link
+        );
+        ensure!(
+            t.readable && t.regular,
+            "fd {} ({}): opened O_RDONLY as a regular file, but procfs says readable={} \
+             regular={}",
+            t.fd,
+            t.link,
+            t.readable,
+            t.regular
+        );
+    }
+    ensure!(
+        dirs.len() == 1,
+        "benchmark files in several directories: {dirs:?}"
+    );
+    let want: BTreeSet<String> = (0..opts.fds).map(|i| format!("f{i}")).collect();
+    ensure!(
+        names == want,
+        "the table's benchmark files are not f0..f{}: {} of {} (missing e.g. {:?})",
+        opts.fds - 1,
+        names.len(),
+        opts.fds,
+        want.difference(&names).take(5).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+fn check(flavor: Flavor, r: &Report, opts: &Options) -> Result<()> {
+    check_table(r, opts)?;
     let unreadable: BTreeSet<u32> = r
         .table
         .iter()
@@ -75,18 +124,15 @@ fn check(flavor: Flavor, r: &Report, opts: &Options) -> Result<()> {
             mode != Mode::ScopedDynptr || expect_scoped,
             "{mode} loaded on the stock kernel, whose verifier should reject item->file"
         );
-        ensure!(
-            m.nr_fds as usize == r.table.len(),
-            "{mode} walked {} fds, the table has {}",
-            m.nr_fds,
-            r.table.len()
-        );
-        ensure!(
-            m.walk_ns.len() == opts.rounds as usize,
-            "{mode}: {} measured runs, expected {}",
-            m.walk_ns.len(),
-            opts.rounds
-        );
+        // Not a timing check: the walk, timed inside the program (bpf_ktime_get_ns), is part
+        // of the BPF_PROG_RUN timed around it from user space (the same monotonic clock).
+        for (i, (walk, wall)) in m.walk_ns.iter().zip(&m.wall_ns).enumerate() {
+            ensure!(
+                0 < *walk && walk <= wall,
+                "{mode}, run {i}: the program timed its walk at {walk} ns, but the whole \
+                 BPF_PROG_RUN took {wall} ns"
+            );
+        }
         let dynptr_refused: BTreeSet<(u32, i32)> = m
             .fails
             .iter()
@@ -142,4 +188,57 @@ fn bench_modes_walk_the_same_table_patched() {
         "bench_modes_walk_the_same_table_patched",
         body,
     );
+}
+
+/// The table check fails on what it is there to catch (host only, no guest).
+#[test]
+fn bench_table_check_catches_strays_and_gaps() {
+    let opts = Options {
+        fds: 3,
+        rounds: 1,
+        warmup: 0,
+    };
+    let fd = |fd: u32, link: &str| bench::TableFd {
+        fd,
+        link: link.into(),
+        readable: true,
+        regular: true,
+    };
+    let report = |table: Vec<bench::TableFd>| Report {
+        kernel: String::new(),
+        flavor: None,
+        cpus: 1,
+        pid: 1,
+        files: opts.fds,
+        table,
+        rounds: opts.rounds,
+        warmup: opts.warmup,
+        modes: Vec::new(),
+    };
+    let good = vec![
+        fd(0, "/dev/null"),
+        fd(3, "/t/crib-bench-x/f0"),
+        fd(4, "/t/crib-bench-x/f1"),
+        fd(5, "/t/crib-bench-x/f2"),
+    ];
+    let check = |table: Vec<bench::TableFd>| check_table(&report(table), &opts);
+    if let Err(e) = check(good.clone()) {
+        panic!("a correct table fails: {e:#}");
+    }
+    let mut stray = good.clone();
+    stray.push(fd(6, "pipe:[1]"));
+    let mut gap = good.clone();
+    gap.remove(2);
+    let mut unreadable = good.clone();
+    unreadable[1].readable = false;
+    let mut two_dirs = good;
+    two_dirs[3].link = "/t/crib-bench-y/f2".into();
+    for (what, table) in [
+        ("stray fd", stray),
+        ("missing f1", gap),
+        ("unreadable", unreadable),
+        ("two directories", two_dirs),
+    ] {
+        assert!(check(table).is_err(), "{what}: passed");
+    }
 }
