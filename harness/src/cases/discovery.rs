@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use libbpf_rs::btf::types::{DeclTag, Func};
+use libbpf_rs::btf::types::{DataSec, DeclTag, Func, Var};
 use libbpf_rs::btf::{BtfType, ReferencesType};
 use libbpf_rs::{Btf, ObjectBuilder};
 
@@ -71,6 +71,45 @@ pub fn func_tags(path: &Path) -> Result<BTreeMap<String, Vec<String>>, CaseError
         out.entry(fname.to_string_lossy().into_owned())
             .or_default()
             .push(text.to_string_lossy().into_owned());
+    }
+    Ok(out)
+}
+
+/// A `__ksym` extern of an object: a kfunc or a typed kernel variable, which libbpf resolves
+/// in vmlinux's BTF or, failing that, in the BTF of a loaded module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ksym {
+    pub name: String,
+    /// A kfunc (BTF FUNC); else a variable (BTF VAR).
+    pub func: bool,
+}
+
+/// The `__ksym` externs of an object: the members of its BTF's `.ksyms` section.
+pub fn ksym_externs(path: &Path) -> Result<Vec<Ksym>, CaseError> {
+    let btf = Btf::from_path(path).map_err(|source| CaseError::Btf {
+        path: path.into(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for sec in btf.type_by_kind::<DataSec<'_>>() {
+        if sec.name().is_none_or(|n| n != ".ksyms") {
+            continue;
+        }
+        for member in sec.iter() {
+            let Some(t) = btf.type_by_id::<BtfType<'_>>(member.ty) else {
+                continue;
+            };
+            let Some(name) = t.name() else {
+                continue;
+            };
+            let func = Func::try_from(t).is_ok();
+            if func || Var::try_from(t).is_ok() {
+                out.push(Ksym {
+                    name: name.to_string_lossy().into_owned(),
+                    func,
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -293,17 +332,24 @@ mod tests {
         );
     }
 
-    /// crib_test.h's macros as clang puts them into BTF, read back by the parser.
-    #[test]
-    fn load_errno_in_a_built_object() {
+    /// An object build.rs compiled; fails saying why if there is none.
+    #[track_caller]
+    fn built_object(name: &str) -> PathBuf {
         let dir = Path::new(crate::BPF_DIR);
-        let obj = dir.join("task_file_progtype.bpf.o");
+        let obj = dir.join(name);
         if !obj.exists() {
             let why = std::fs::read_to_string(dir.join("MISSING"))
                 .map(|k| format!("no kernel build at {k} when the harness was built"))
                 .unwrap_or_else(|_| "the object was not built".into());
             panic!("{}: {why}: run scripts/build", obj.display());
         }
+        obj
+    }
+
+    /// crib_test.h's macros as clang puts them into BTF, read back by the parser.
+    #[test]
+    fn load_errno_in_a_built_object() {
+        let obj = built_object("task_file_progtype.bpf.o");
         let oc = discover(&obj).unwrap_or_else(|e| panic!("{e}"));
         let spec = oc
             .specs
@@ -313,6 +359,25 @@ mod tests {
         assert_eq!(spec.modes(), vec![Mode::Unpriv]);
         assert!(spec.unprivileged.failure);
         assert_eq!(spec.unprivileged.load_errno, Some(libc::EPERM));
+    }
+
+    /// The kfuncs a built object calls: a CRIB kfunc and a vmlinux one its source calls, and
+    /// no variables (it declares none).
+    #[test]
+    fn ksyms_of_a_built_object() {
+        let obj = built_object("task_file_progtype.bpf.o");
+        let ksyms = ksym_externs(&obj).unwrap_or_else(|e| panic!("{e}"));
+        for want in ["bpf_iter_task_file_new", "bpf_task_from_pid"] {
+            assert!(
+                ksyms.iter().any(|k| k.func && k.name == want),
+                "{want} not among {ksyms:?}"
+            );
+        }
+        assert!(ksyms.iter().all(|k| k.func), "{ksyms:?}");
+        assert!(ksym_externs(&built_object("hello.bpf.o"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .any(|k| k.name == "bpf_crib_abi_version"));
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! in a thread of its own), check the verdict, the errno and the messages, and run
 //! `__retval` cases once with `BPF_PROG_RUN`.
 
+use std::path::Path;
 use std::time::Instant;
 
-use libbpf_rs::ProgramType;
+use libbpf_rs::btf::types::{Func, Var};
+use libbpf_rs::{Btf, ProgramType};
 
 use crate::loader::{self, LoadOpts};
 
 use super::caps;
-use super::discovery::Case;
+use super::discovery::{self, Case};
 use super::matching::{match_msgs, tail};
 use super::report::{errno_name, load_failure_context, CaseReport, Verdict};
 use super::spec::{LoadMode, Mode, Retval};
@@ -129,38 +131,79 @@ fn check_load_errno(
     }
 }
 
-/// The unprivileged load: prepare the object (`bpf_object__prepare()`: kfunc and ksym
-/// externs, BTF, maps) with the thread's full capabilities, then drop CAP_SYS_ADMIN,
-/// CAP_NET_ADMIN, CAP_PERFMON and CAP_BPF (giving back `extra`) for the program load only,
-/// and restore them for the test run, as test_loader does. Resolving externs needs
-/// CAP_SYS_ADMIN for a module's kfuncs (libbpf lists module BTF with `BPF_BTF_GET_NEXT_ID`),
-/// so without the privileged prepare no case calling a module kfunc could load unprivileged.
-/// Call in a thread of its own: capabilities are per thread.
+/// The `__ksym` externs of `obj` that vmlinux's BTF lacks, so that libbpf must look for
+/// them in module BTF.
+fn ksyms_outside_vmlinux(obj: &Path) -> Result<Vec<String>, String> {
+    let ksyms = discovery::ksym_externs(obj).map_err(|e| e.to_string())?;
+    if ksyms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let vmlinux = Btf::from_vmlinux()
+        .map_err(|e| format!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"))?;
+    Ok(ksyms
+        .into_iter()
+        .filter(|k| {
+            if k.func {
+                vmlinux.type_by_name::<Func<'_>>(&k.name).is_none()
+            } else {
+                vmlinux.type_by_name::<Var<'_>>(&k.name).is_none()
+            }
+        })
+        .map(|k| k.name)
+        .collect())
+}
+
+/// The unprivileged load, as test_loader does it where the kernel allows: drop
+/// CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_PERFMON and CAP_BPF (giving back `extra`), then open,
+/// prepare and load the object with the reduced set, then restore them for the test run.
+///
+/// The exception: an object with `__ksym` externs that vmlinux's BTF lacks (the CRIB kfuncs
+/// on the stock kernel live in `crib_kfuncs.ko`). libbpf finds those by listing module BTF
+/// with `BPF_BTF_GET_NEXT_ID`/`BPF_BTF_GET_FD_BY_ID`, which need CAP_SYS_ADMIN: with the
+/// reduced set it skips module BTF and the kfunc calls stay unresolved, so no such case could
+/// load. For those, `bpf_object__prepare()` (externs, BTF, maps) runs with full capabilities
+/// and only the program load with the reduced set. See harness/README.md, "Unprivileged
+/// cases". Call in a thread of its own: capabilities are per thread.
 fn load_unprivileged(
     case: &Case,
     opts: &LoadOpts,
     extra: u64,
     notes: &mut Vec<String>,
 ) -> Result<loader::Loaded, String> {
-    let pending = loader::open_one(&case.object, &case.spec.prog, opts)
-        .map_err(|e| format!("cannot load: {e}"))?;
-    let pending = pending.prepare().map_err(|e| {
-        format!(
-            "{e}\n(the unprivileged variant runs bpf_object__prepare() with full capabilities \
-             before dropping them: this failure is not caused by the dropped capabilities, and \
-             the unprivileged program load was not attempted)"
-        )
-    })?;
+    let in_modules = ksyms_outside_vmlinux(&case.object)?;
     let cur = caps::get().map_err(|e| format!("capget: {e}"))?;
     let reduced = caps::reduced(cur, extra);
-    caps::set(reduced).map_err(|e| format!("capset (dropping capabilities): {e}"))?;
-    let loaded = pending.load();
-    caps::set(cur).map_err(|e| format!("capset (restoring capabilities): {e}"))?;
-    notes.push(
-        "prepared with full capabilities (bpf_object__prepare: kfunc/ksym externs, module BTF, \
-         object BTF, maps)"
-            .into(),
-    );
+    let loaded = if in_modules.is_empty() {
+        caps::set(reduced).map_err(|e| format!("capset (dropping capabilities): {e}"))?;
+        let loaded = loader::open_one(&case.object, &case.spec.prog, opts).map(|p| p.load());
+        caps::set(cur).map_err(|e| format!("capset (restoring capabilities): {e}"))?;
+        notes.push(
+            "opened, prepared and loaded with the capabilities already dropped, as test_loader \
+             does"
+                .into(),
+        );
+        loaded.map_err(|e| format!("cannot load: {e}"))?
+    } else {
+        let pending = loader::open_one(&case.object, &case.spec.prog, opts)
+            .map_err(|e| format!("cannot load: {e}"))?;
+        let pending = pending.prepare().map_err(|e| {
+            format!(
+                "{e}\n(the unprivileged variant of an object with kfuncs in module BTF runs \
+                 bpf_object__prepare() with full capabilities before dropping them: this \
+                 failure is not caused by the dropped capabilities, and the unprivileged \
+                 program load was not attempted)"
+            )
+        })?;
+        caps::set(reduced).map_err(|e| format!("capset (dropping capabilities): {e}"))?;
+        let loaded = pending.load();
+        caps::set(cur).map_err(|e| format!("capset (restoring capabilities): {e}"))?;
+        notes.push(format!(
+            "prepared with full capabilities (bpf_object__prepare: externs, module BTF, object \
+             BTF, maps): listing module BTF needs CAP_SYS_ADMIN, and vmlinux's BTF lacks {}",
+            in_modules.join(", ")
+        ));
+        loaded
+    };
     notes.push(format!(
         "unprivileged program load: effective capabilities {:#x} (dropped SYS_ADMIN, NET_ADMIN, \
          PERFMON, BPF{})",
