@@ -191,6 +191,16 @@ pub enum DumpError {
     },
     #[error("incomplete dump of pid {pid}: {reason}")]
     Incomplete { pid: i32, reason: String },
+    /// The kfuncs stopped the walk before the end of the table and said why
+    /// (`bpf_iter_task_file_get_fd()` after the last `next()`): access lost mid-walk
+    /// (`EACCES`), the target in the middle of an exec (`EBUSY`), reaped (`ESRCH`).
+    #[error("{}", stopped_message(*.pid, *.errno, .files.len()))]
+    Stopped {
+        pid: i32,
+        errno: i32,
+        /// the records that came before the stop
+        files: Vec<FileRecord>,
+    },
     #[error("bad record #{index}: {reason}")]
     BadRecord { index: usize, reason: String },
 }
@@ -199,7 +209,7 @@ impl DumpError {
     /// The errno the dump program or the kernel reported, if this is a target error.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Self::Target { errno, .. } => Some(*errno),
+            Self::Target { errno, .. } | Self::Stopped { errno, .. } => Some(*errno),
             Self::Incomplete { .. } => Some(libc::ENOSPC),
             _ => None,
         }
@@ -215,10 +225,11 @@ pub fn target_message(pid: i32, errno: i32, zombie: bool) -> String {
         }
         libc::ESRCH => format!("no process with pid {pid} in this pid namespace ({name})"),
         libc::EACCES | libc::EPERM => format!(
-            "permission denied: reading the fd table of pid {pid} needs ptrace read access to \
-             it (CAP_SYS_PTRACE over its user namespace with the out-of-tree module; \
-             PTRACE_MODE_READ_FSCREDS in-tree) ({name})"
+            "permission denied: reading the fd table of pid {pid} needs ptrace attach access \
+             to it (CAP_SYS_PTRACE with the out-of-tree module; PTRACE_MODE_ATTACH_REALCREDS \
+             in-tree, as pidfd_getfd()) ({name})"
         ),
+        libc::EBUSY => format!("pid {pid} was in the middle of an exec; try again ({name})"),
         libc::EINVAL => {
             format!("pid {pid} is a kernel thread: it has no file table to dump ({name})")
         }
@@ -227,6 +238,21 @@ pub fn target_message(pid: i32, errno: i32, zombie: bool) -> String {
         }
         _ => format!("dumping the fd table of pid {pid} failed: {name} ({errno})"),
     }
+}
+
+/// What a walk stopped by the kfuncs means, for a human.
+pub fn stopped_message(pid: i32, errno: i32, after: usize) -> String {
+    let name = errno_name(errno);
+    let why = match errno {
+        libc::EACCES => {
+            "access to it was lost mid-walk (it became non-dumpable, changed \
+                         credentials or executed a setuid program)"
+        }
+        libc::EBUSY => "it started executing a new program",
+        libc::ESRCH => "it was reaped",
+        _ => "the kfuncs said so",
+    };
+    format!("the walk of pid {pid} was stopped after {after} fds: {why} ({name})")
 }
 
 /// A [`DumpError::Target`], telling a zombie from a missing process through procfs (state
@@ -400,6 +426,15 @@ pub fn finish(pid: i32, retval: i32, raw: RawDump) -> Result<Vec<FileRecord>, Du
             }
             if retval < 0 {
                 if !raw.files.is_empty() {
+                    if [libc::EACCES, libc::EBUSY, libc::ESRCH].contains(&-retval)
+                        && end.nr_records as usize == raw.files.len()
+                    {
+                        return Err(DumpError::Stopped {
+                            pid,
+                            errno: -retval,
+                            files: raw.files,
+                        });
+                    }
                     return Err(incomplete(format!(
                         "failed with errno {} after {} file records",
                         -retval,
@@ -477,6 +512,15 @@ impl RingbufProgram {
             prog,
             map,
         })
+    }
+
+    /// The fd of map `name` of the loaded object, for another thread or process to read or
+    /// update while the program runs (the fd stays owned by the object).
+    pub fn map_fd(&self, name: &str) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let obj = self.loaded.object.as_ref()?;
+        let map = obj.maps().find(|m| m.name() == name)?;
+        Some(map.as_fd().as_raw_fd())
     }
 
     /// Run the program once with `ctx`; return its return value and the records it wrote.
@@ -697,10 +741,18 @@ mod tests {
             finish(7, 0, raw),
             Err(DumpError::Incomplete { .. })
         ));
-        // error after some records
+        // a walk the kfuncs stopped after some records: never complete, and it says why
         let raw = decode_stream(&[file_rec(0, 3), end_rec(1, -13, 1, 0)]).unwrap();
+        let err = finish(7, -13, raw).unwrap_err();
+        assert!(
+            matches!(&err, DumpError::Stopped { errno: 13, files, .. } if files.len() == 1),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("stopped after 1 fds"), "{err}");
+        // any other error after some records
+        let raw = decode_stream(&[file_rec(0, 3), end_rec(1, -5, 1, 0)]).unwrap();
         assert!(matches!(
-            finish(7, -13, raw),
+            finish(7, -5, raw),
             Err(DumpError::Incomplete { .. })
         ));
     }

@@ -50,7 +50,8 @@ pub enum Outcome {
     ReadFailed(i32),
 }
 
-fn decode(index: usize, bytes: &[u8]) -> Result<(u32, Outcome), DumpError> {
+/// Decode one `crib_rec_read` record; `index` is its expected sequence number.
+pub fn decode(index: usize, bytes: &[u8]) -> Result<(u32, Outcome), DumpError> {
     let bad = |reason: String| DumpError::BadRecord { index, reason };
     if bytes.len() != size_of::<crib_rec_read>() {
         return Err(bad(format!(

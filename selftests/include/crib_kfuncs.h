@@ -33,9 +33,14 @@ extern __u32 bpf_crib_abi_version(void) __ksym __weak;
 /*
  * Iterate over the open files of @task, in descriptor order.
  * _new: 0, -ESRCH (no pid in the caller's pid namespace, or exited),
- *       -EINVAL (kernel thread), -EACCES (no permission).
+ *       -EINVAL (kernel thread), -EBUSY (the task is in the middle of an
+ *       exec), -EACCES (no permission: in-tree ptrace_may_access() with
+ *       PTRACE_MODE_ATTACH_REALCREDS, as pidfd_getfd(); module: own thread
+ *       group or CAP_SYS_PTRACE).
  * _next: the current element, valid until the next _next()/_destroy();
- *        NULL at the end. _destroy must always be called after _new.
+ *        NULL at the end of the table or when the walk was stopped (the
+ *        permission check is made again before every element).
+ *        _destroy must always be called after _new.
  */
 extern int bpf_iter_task_file_new(struct bpf_iter_task_file *it,
 				  struct task_struct *task) __ksym __weak;
@@ -43,8 +48,12 @@ extern struct bpf_iter_task_file_item *
 bpf_iter_task_file_next(struct bpf_iter_task_file *it) __ksym __weak;
 extern void bpf_iter_task_file_destroy(struct bpf_iter_task_file *it) __ksym __weak;
 
-/* fd of the current element; -ENOENT without one, -EACCES if the walk was
- * stopped by a failed permission recheck (the task execed).
+/* fd of the current element. Without one: why next() stopped the walk
+ * before the end of the table (-EACCES: access lost, e.g. the task became
+ * non-dumpable, changed credentials or executed a setuid program; -EBUSY:
+ * it was in the middle of an exec; -ESRCH: it was reaped), else -ENOENT.
+ * Call it after next() returned NULL to tell a stopped walk from a
+ * complete one.
  */
 extern int bpf_iter_task_file_get_fd(struct bpf_iter_task_file *it__iter) __ksym __weak;
 

@@ -113,4 +113,27 @@ struct crib_rec_read {
 	__u8 head[CRIB_READ_HEAD];
 };
 
+/*
+ * Context of the programs of permissions.bpf.c (who may have a task's
+ * files, and when a walk must stop).
+ */
+struct crib_perm_ctx {
+	__s32 pid;		/* target, in the caller's pid namespace */
+	__u32 fd;		/* perm_fget_read: the descriptor to get */
+	__u32 pause_after;	/* perm_walk_pause: pause after this many elements */
+	__u32 pad;
+};
+
+/*
+ * Value of the "perm_sync" array map: how perm_walk_pause and the harness
+ * hand over in the middle of a walk. The program sets paused and spins
+ * until the harness sets resume (bounded: timed_out says it gave up).
+ */
+struct crib_perm_sync {
+	__u32 paused;
+	__u32 resume;
+	__u32 timed_out;
+	__u32 pad;
+};
+
 #endif /* __CRIB_RECORDS_H */

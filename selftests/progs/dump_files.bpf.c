@@ -6,10 +6,13 @@
  *
  * Return value: 0 when every open fd was reported, else a negative errno:
  * -ESRCH (no such pid in the caller's pid namespace), whatever
- * bpf_iter_task_file_new() refused with (-EACCES, ...), or -ENOSPC when the
- * ring buffer had no room for some records. The end record carries the same
- * error and the counts, so a reader can tell a complete dump from a partial
- * one even without the return value.
+ * bpf_iter_task_file_new() refused with (-EACCES, -EBUSY, ...), why
+ * bpf_iter_task_file_next() stopped the walk before the end of the table
+ * (bpf_iter_task_file_get_fd() after the last next(): -EACCES when access
+ * was lost mid-walk, -EBUSY when the target was executing a new program),
+ * or -ENOSPC when the ring buffer had no room for some records. The end
+ * record carries the same error and the counts, so a reader can tell a
+ * complete dump from a partial one even without the return value.
  *
  * The file pointer of an iterator element is untrusted on a stock kernel:
  * everything below is read through it with CO-RE probe reads, which is all a
@@ -24,6 +27,7 @@
 char _license[] SEC("license") = "GPL";
 
 #define ESRCH	3
+#define ENOENT	2
 #define ENOSPC	28
 
 /* uapi/linux/magic.h: file systems whose files procfs shows as "anon_inode:" */
@@ -223,6 +227,12 @@ int crib_dump_files(struct crib_dump_ctx *ctx)
 		bpf_probe_read_kernel(&file_addr, sizeof(file_addr), &item->file);
 		fill_file(rec, task_addr, file_addr, item->fd);
 		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	}
+	/* next() returned NULL: the end of the table, or a stopped walk. */
+	if (!err) {
+		err = bpf_iter_task_file_get_fd(&it);
+		if (err == -ENOENT || err > 0)
+			err = 0;
 	}
 	bpf_iter_task_file_destroy(&it);
 	bpf_task_release(task);

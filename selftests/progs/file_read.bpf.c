@@ -4,7 +4,9 @@
  * bpf_dynptr_from_file(), the one kfunc available to SYSCALL programs that
  * reads a file's contents, and report per fd what happened (struct
  * crib_rec_read). Context: struct crib_dump_ctx. Return: 0, or the negative
- * errno of bpf_iter_task_file_new() / -ENOSPC.
+ * errno of bpf_iter_task_file_new(), the reason a walk was stopped before
+ * the end of the table (bpf_iter_task_file_get_fd(): -EACCES, -EBUSY), or
+ * -ENOSPC.
  *
  * read_via_get_file: the module's path on any kernel, a reference from
  *   bpf_iter_task_file_get_file() (NULL unless a regular file open for
@@ -23,6 +25,7 @@
 
 char _license[] SEC("license") = "GPL";
 
+#define ENOENT	2
 #define ESRCH	3
 #define ENOSPC	28
 
@@ -110,6 +113,12 @@ static __always_inline int read_all(struct crib_dump_ctx *ctx, bool via_item)
 		}
 		if (ret)
 			break;
+	}
+	/* Stopped walk (access lost, exec in progress), not the end? */
+	if (!err && !ret) {
+		ret = bpf_iter_task_file_get_fd(&it);
+		if (ret == -ENOENT || ret >= 0)
+			ret = 0;
 	}
 	bpf_iter_task_file_destroy(&it);
 	bpf_task_release(task);
