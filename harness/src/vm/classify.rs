@@ -28,6 +28,10 @@ pub enum FailureClass {
     /// `BUG: KASAN: wild-memory-access` from an interrupt during `identify_cpu()` at early
     /// boot: the LA57 feature-bit window of 7.3 under `-cpu max` (fixed by `no5lvl`).
     EarlyKasanLa57,
+    /// `Kernel panic - not syncing: IO-APIC + timer doesn't work!` while booting: the
+    /// kernel's timer-IRQ self-test missed its ~60 ms window on an overloaded host (fixed by
+    /// `no_timer_check`).
+    TimerCheckPanic,
     /// vmtest gave up on its guest agent (connect, `guest-sync` or a request timed out).
     GuestAgent,
     /// The run's own timeout expired.
@@ -45,10 +49,11 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 10] = [
+    pub const ALL: [FailureClass; 11] = [
         FailureClass::QmpHandshakeEof,
         FailureClass::TcgStaleInt3,
         FailureClass::EarlyKasanLa57,
+        FailureClass::TimerCheckPanic,
         FailureClass::GuestAgent,
         FailureClass::Timeout,
         FailureClass::KernelCrash,
@@ -64,6 +69,7 @@ impl FailureClass {
             FailureClass::QmpHandshakeEof => "qmp-handshake-eof",
             FailureClass::TcgStaleInt3 => "tcg-stale-int3",
             FailureClass::EarlyKasanLa57 => "early-kasan-la57",
+            FailureClass::TimerCheckPanic => "timer-check-panic",
             FailureClass::GuestAgent => "guest-agent",
             FailureClass::Timeout => "timeout",
             FailureClass::KernelCrash => "kernel-crash",
@@ -99,6 +105,10 @@ impl FailureClass {
             FailureClass::EarlyKasanLa57 => {
                 "KASAN took a direct-map address for a wild one in an interrupt during \
                  identify_cpu() (5-level paging feature-bit window; booted with no5lvl since)"
+            }
+            FailureClass::TimerCheckPanic => {
+                "the kernel's boot-time timer-IRQ self-test timed out on a loaded host and it \
+                 panicked \"IO-APIC + timer doesn't work!\" (booted with no_timer_check since)"
             }
             FailureClass::GuestAgent => "vmtest gave up on its guest agent",
             FailureClass::Timeout => "the run's timeout expired",
@@ -144,6 +154,12 @@ pub fn classify_error(e: &VmError) -> FailureClass {
         VmError::Crashed { phase, splats, .. } => {
             if *phase == BOOT_PHASE && stale_int3(splats) {
                 FailureClass::TcgStaleInt3
+            } else if *phase == BOOT_PHASE
+                && splats
+                    .iter()
+                    .any(|s| s.line.contains("IO-APIC + timer doesn't work!"))
+            {
+                FailureClass::TimerCheckPanic
             } else {
                 FailureClass::KernelCrash
             }

@@ -574,6 +574,19 @@ fn early_kasan_fixture_is_its_class_and_other_splats_are_plain_splats() {
 }
 
 #[test]
+fn timer_check_panic_fixture_is_its_class_and_not_retried() {
+    let t = include_str!("testdata/timer-check-panic.transcript");
+    assert_eq!(class_of(t), Some(FailureClass::TimerCheckPanic));
+    assert!(!FailureClass::TimerCheckPanic.retryable());
+}
+
+#[test]
+fn guests_skip_the_boot_time_timer_irq_self_test() {
+    let k = Vm::new(&fake_kernel(Flavor::Stock)).kargs();
+    assert!(k.split(' ').any(|w| w == "no_timer_check"), "{k}");
+}
+
+#[test]
 fn classify_finished_runs_by_dmesg_then_exit_code() {
     let ok = |code: i32, dmesg: &str| classify(&Ok(guest(code, "", dmesg)));
     assert_eq!(ok(0, "[ 0.1] Linux version"), None);
