@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use crib_harness::kernel::{Flavor, Kernel};
 use crib_harness::vm;
+use rstest::rstest;
 
 /// CRIB_ABI_VERSION as kfuncs/crib.h defines it: the source is the ground truth.
 fn abi_version_from_source() -> Result<u32> {
@@ -81,29 +82,32 @@ fn hello_in_guest(flavor: Flavor) -> Result<()> {
     Ok(())
 }
 
-fn run(flavor: Flavor, name: &str) {
+/// The name libtest runs this test under (the test thread is named after the test; rstest
+/// cases are `<fn>::case_<n>_<flavor>`): what the guest must re-run with `--exact`.
+fn this_test() -> String {
+    let name = std::thread::current().name().map(str::to_owned);
+    name.filter(|n| n != "main").unwrap_or_else(|| {
+        panic!("the test thread has no test name: run with more than one test thread")
+    })
+}
+
+/// One test per flavor, named `hello_record_matches_procfs::case_1_stock` and
+/// `::case_2_patched`: on stock the kfunc comes from the module, on patched it is built in.
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn hello_record_matches_procfs(#[case] flavor: Flavor) {
+    let name = this_test();
+    assert!(
+        name.ends_with(flavor.as_str()),
+        "test '{name}' runs the {flavor} case: the guest would re-run another test"
+    );
     let result = if vm::in_guest() {
         hello_in_guest(flavor)
     } else {
-        vm::run_test_in_guest(flavor, name).map(|_| ())
+        vm::run_test_in_guest(flavor, &name).map(|_| ())
     };
     if let Err(e) = result {
         panic!("{e:#}");
     }
-}
-
-#[test]
-fn hello_record_matches_procfs_on_stock_kernel_with_module() {
-    run(
-        Flavor::Stock,
-        "hello_record_matches_procfs_on_stock_kernel_with_module",
-    );
-}
-
-#[test]
-fn hello_record_matches_procfs_on_patched_kernel() {
-    run(
-        Flavor::Patched,
-        "hello_record_matches_procfs_on_patched_kernel",
-    );
 }

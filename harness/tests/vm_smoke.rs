@@ -7,6 +7,7 @@ use std::io::Write as _;
 
 use crib_harness::kernel::{Flavor, Kernel};
 use crib_harness::vm::{in_guest, run_test_in_guest, GuestTestError, SplatKind};
+use rstest::rstest;
 
 fn guest_flavor() -> Flavor {
     let f = std::env::var("CRIB_FLAVOR").expect("CRIB_FLAVOR is set in the guest");
@@ -27,23 +28,31 @@ fn check_uname_matches_build() {
     eprintln!("guest uname -r = {release} ({} build)", kernel.flavor);
 }
 
-#[test]
-fn vm_guest_uname_matches_stock_build() {
-    if in_guest() {
-        return check_uname_matches_build();
-    }
-    let run = run_test_in_guest(Flavor::Stock, "vm_guest_uname_matches_stock_build")
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    eprintln!("boot to command {:?}, round trip {:?}", run.boot, run.total);
+/// The name libtest runs this test under (the test thread is named after the test; rstest
+/// cases are `<fn>::case_<n>_<flavor>`): what the guest must re-run with `--exact`.
+fn this_test() -> String {
+    let name = std::thread::current().name().map(str::to_owned);
+    name.filter(|n| n != "main").unwrap_or_else(|| {
+        panic!("the test thread has no test name: run with more than one test thread")
+    })
 }
 
-#[test]
-fn vm_guest_uname_matches_patched_build() {
+/// `vm_guest_uname_matches_build::case_1_stock` and `::case_2_patched`.
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn vm_guest_uname_matches_build(#[case] flavor: Flavor) {
     if in_guest() {
+        assert_eq!(guest_flavor(), flavor, "the runner booted another flavor");
         return check_uname_matches_build();
     }
-    run_test_in_guest(Flavor::Patched, "vm_guest_uname_matches_patched_build")
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let name = this_test();
+    assert!(
+        name.ends_with(flavor.as_str()),
+        "test '{name}' runs the {flavor} case: the guest would re-run another test"
+    );
+    let run = run_test_in_guest(flavor, &name).unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("boot to command {:?}, round trip {:?}", run.boot, run.total);
 }
 
 #[test]
