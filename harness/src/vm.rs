@@ -682,6 +682,8 @@ impl Vm {
             ),
             ("CRIB_VARIANT".to_string(), self.kernel.variant.clone()),
         ];
+        // The kernel the guest runs on, so Kernel::locate there need not look it up again.
+        env.extend(self.kernel.guest_env());
         env.extend(self.env.iter().cloned());
         env
     }
