@@ -6,8 +6,12 @@
 //! `CAP_SYS_PTRACE` (kfuncs/README.md, "Permission model").
 //!
 //! - `exec_race`: a target execs a setuid-root program in a loop; the setuid image holds a
-//!   root-only marker file. An unprivileged same-uid dumper walks it all the while and must
-//!   never see the marker's inode.
+//!   root-only marker file (`permissions/exec_loop.c`). An unprivileged same-uid dumper walks
+//!   it all the while and must never see the marker's inode. The target runs SCHED_FIFO on the
+//!   dumper's CPU, so each of its wakeups preempts the dumper wherever it is, kfuncs included,
+//!   and runs a whole exec before the dumper goes on; the plain image's 200 fds are
+//!   close-on-exec and below the marker's, so a walk that goes on into the new image without a
+//!   new check finds the marker next, at whatever step it was.
 //! - `attach_level`: a target holds a file of its own and a root-only file it received over
 //!   SCM_RIGHTS (which the dumper cannot open). A same-uid dumper that may not attach (Yama
 //!   `ptrace_scope=1` and not an ancestor; or real uid other than its fs uid) gets nothing:
@@ -99,6 +103,34 @@ impl Drop for PtraceScope {
     fn drop(&mut self) {
         if let Err(e) = fs::write(YAMA, format!("{}\n", self.old)) {
             eprintln!("restoring {YAMA} to {}: {e}", self.old);
+        }
+    }
+}
+
+const RT_RUNTIME: &str = "/proc/sys/kernel/sched_rt_runtime_us";
+
+/// Sets a sysctl and puts the old value back when dropped.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Result<Self> {
+        let old = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        fs::write(path, format!("{value}\n"))
+            .with_context(|| format!("writing {value} to {path}"))?;
+        Ok(Self {
+            path,
+            old: old.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(self.path, format!("{}\n", self.old)) {
+            eprintln!("restoring {} to {}: {e}", self.path, self.old);
         }
     }
 }
@@ -295,13 +327,15 @@ impl Holder {
         )
         .context("socketpair")?;
         let own = CString::new(own.as_os_str().as_bytes()).context("path")?;
-        let want_secret = secret.is_some();
+        // fork() copies this process's own fd of the secret into the child: the holder closes
+        // that copy, so that it holds the file only as received over SCM_RIGHTS.
+        let inherited = secret.map(|s| s.as_raw_fd());
         // SAFETY: the child runs holder_main and leaves with _exit.
         let pid = unsafe { libc::fork() };
         ensure!(pid >= 0, "fork: {}", errno_str());
         if pid == 0 {
             drop((ctl_w, ack_r, sock_parent));
-            let rc = holder_main(creds, &own, want_secret, &sock_child, ctl_r, ack_w);
+            let rc = holder_main(creds, &own, inherited, &sock_child, ctl_r, ack_w);
             // SAFETY: leave the forked child without running the harness's destructors.
             unsafe { libc::_exit(rc) };
         }
@@ -369,6 +403,7 @@ impl Holder {
             .map(|s| {
                 s.lines()
                     .filter(|l| l.starts_with("Uid:") || l.starts_with("CapPrm:"))
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
                     .collect::<Vec<_>>()
                     .join(", ")
             })
@@ -391,7 +426,7 @@ impl Drop for Holder {
 fn holder_main(
     creds: Creds,
     own: &CString,
-    want_secret: bool,
+    inherited: Option<RawFd>,
     sock: &OwnedFd,
     ctl: OwnedFd,
     ack: OwnedFd,
@@ -401,6 +436,10 @@ fn holder_main(
     let mut say = |s: &str| {
         let _ = ack.write_all(format!("{s}\n").as_bytes());
     };
+    if let Some(fd) = inherited {
+        // SAFETY: this child's copy of the parent's fd, used by nothing here.
+        unsafe { libc::close(fd) };
+    }
     if let Err(e) = become_user(creds) {
         say(&format!("ERR: {e}"));
         return 1;
@@ -412,7 +451,7 @@ fn holder_main(
         return 1;
     }
     let mut secret_fd: i64 = -1;
-    if want_secret {
+    if inherited.is_some() {
         let mut buf = [0u8; 1];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -1106,6 +1145,9 @@ fn exec_race(flavor: Flavor) -> Result<()> {
 
     let dumper = Dumper::load()?;
     let _scope = PtraceScope::set(0)?;
+    // No RT throttling: the exec loop must run a whole exec and the setuid image's open()
+    // before the dumper it preempted goes on (it sleeps 2 ms per image, so CPU 0 is not lost).
+    let _rt = Sysctl::set(RT_RUNTIME, "-1")?;
 
     step("start the exec loop (uid 1000, SCHED_FIFO, on CPU 0 with the dumper)");
     let (count_r, count_w) = pipe()?;
@@ -1123,17 +1165,36 @@ fn exec_race(flavor: Flavor) -> Result<()> {
     if target == 0 {
         // SAFETY: syscalls on this process; argv is NUL-terminated and outlives execv.
         unsafe {
-            let _ = pin_to_cpu0();
             let p = libc::sched_param { sched_priority: 1 };
-            libc::sched_setscheduler(0, libc::SCHED_FIFO, &p);
-            libc::dup2(count_w.as_raw_fd(), 1);
-            if become_user(Creds::user()).is_ok() {
-                libc::execv(ptrs[0], ptrs.as_ptr());
+            if pin_to_cpu0().is_err()
+                || libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0
+                || libc::dup2(count_w.as_raw_fd(), 1) != 1
+                || become_user(Creds::user()).is_err()
+            {
+                libc::_exit(126);
             }
+            libc::execv(ptrs[0], ptrs.as_ptr());
             libc::_exit(127);
         }
     }
     drop(count_w);
+    std::thread::sleep(Duration::from_millis(500));
+    let sched = fs::read_to_string(format!("/proc/{target}/status"))
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.starts_with("Cpus_allowed_list") || l.starts_with("Uid"))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    // SAFETY: querying the policy of our own child.
+    let policy = unsafe { libc::sched_getscheduler(target) };
+    eprintln!("exec loop pid {target}: {sched}, policy {policy} (SCHED_FIFO = 1)");
+    ensure!(
+        policy == libc::SCHED_FIFO && sched.contains("Cpus_allowed_list: 0"),
+        "the exec loop is not SCHED_FIFO on CPU 0 (policy {policy}, {sched})"
+    );
     let secs = race_secs()?;
 
     step(&format!("race for {secs} s: uid 1000 dumper on CPU 0"));
