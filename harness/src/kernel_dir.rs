@@ -68,28 +68,28 @@ pub fn needs(repo: &Path, flavor: Flavor) -> Vec<Need> {
             why: "boot the guest (configs/vmtest.config)",
         })
         .collect();
-    let bpf = [
+    let mut extra: Vec<(&str, &'static str)> = [
         "CONFIG_BPF_SYSCALL",
         "CONFIG_BPF_JIT",
         "CONFIG_DEBUG_INFO_BTF",
-    ];
-    needs.extend(bpf.iter().map(|o| Need {
+    ]
+    .map(|o| (o, "load BPF programs with kfuncs"))
+    .to_vec();
+    if flavor == Flavor::Stock {
+        extra.extend(
+            [
+                "CONFIG_MODULES",
+                "CONFIG_MODULE_UNLOAD",
+                "CONFIG_DEBUG_INFO_BTF_MODULES",
+            ]
+            .map(|o| (o, "load crib_kfuncs.ko and register its kfuncs")),
+        );
+    }
+    needs.extend(extra.into_iter().map(|(o, why)| Need {
         option: o.to_string(),
         value: "y".into(),
-        why: "load BPF programs with kfuncs",
+        why,
     }));
-    if flavor == Flavor::Stock {
-        let module = [
-            "CONFIG_MODULES",
-            "CONFIG_MODULE_UNLOAD",
-            "CONFIG_DEBUG_INFO_BTF_MODULES",
-        ];
-        needs.extend(module.iter().map(|o| Need {
-            option: o.to_string(),
-            value: "y".into(),
-            why: "load crib_kfuncs.ko and register its kfuncs",
-        }));
-    }
     needs
 }
 
