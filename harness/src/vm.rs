@@ -1579,6 +1579,16 @@ pub fn guest_test(
     }
 }
 
+/// The name libtest runs the calling test under (the test thread is named after the test;
+/// rstest cases are `<fn>::case_<n>_<flavor>`): what the guest must re-run with `--exact`.
+#[track_caller]
+pub fn current_test_name() -> String {
+    let name = std::thread::current().name().map(str::to_owned);
+    name.filter(|n| n != "main").unwrap_or_else(|| {
+        panic!("the test thread has no test name: run with more than one test thread")
+    })
+}
+
 /// Host side of a VM test: re-run this test binary in a fresh guest of `flavor` with
 /// `--exact <test_name> --nocapture` and `CRIB_IN_GUEST=1`. Err when the VM fails, the test
 /// fails or does not run, or the kernel splats.

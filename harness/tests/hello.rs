@@ -82,22 +82,13 @@ fn hello_in_guest(flavor: Flavor) -> Result<()> {
     Ok(())
 }
 
-/// The name libtest runs this test under (the test thread is named after the test; rstest
-/// cases are `<fn>::case_<n>_<flavor>`): what the guest must re-run with `--exact`.
-fn this_test() -> String {
-    let name = std::thread::current().name().map(str::to_owned);
-    name.filter(|n| n != "main").unwrap_or_else(|| {
-        panic!("the test thread has no test name: run with more than one test thread")
-    })
-}
-
 /// One test per flavor, named `hello_record_matches_procfs::case_1_stock` and
 /// `::case_2_patched`: on stock the kfunc comes from the module, on patched it is built in.
 #[rstest]
 #[case::stock(Flavor::Stock)]
 #[case::patched(Flavor::Patched)]
 fn hello_record_matches_procfs(#[case] flavor: Flavor) {
-    let name = this_test();
+    let name = vm::current_test_name();
     assert!(
         name.ends_with(flavor.as_str()),
         "test '{name}' runs the {flavor} case: the guest would re-run another test"

@@ -6,7 +6,7 @@
 use std::io::Write as _;
 
 use crib_harness::kernel::{Flavor, Kernel};
-use crib_harness::vm::{in_guest, run_test_in_guest, GuestTestError, SplatKind};
+use crib_harness::vm::{current_test_name, in_guest, run_test_in_guest, GuestTestError, SplatKind};
 use rstest::rstest;
 
 fn guest_flavor() -> Flavor {
@@ -28,15 +28,6 @@ fn check_uname_matches_build() {
     eprintln!("guest uname -r = {release} ({} build)", kernel.flavor);
 }
 
-/// The name libtest runs this test under (the test thread is named after the test; rstest
-/// cases are `<fn>::case_<n>_<flavor>`): what the guest must re-run with `--exact`.
-fn this_test() -> String {
-    let name = std::thread::current().name().map(str::to_owned);
-    name.filter(|n| n != "main").unwrap_or_else(|| {
-        panic!("the test thread has no test name: run with more than one test thread")
-    })
-}
-
 /// `vm_guest_uname_matches_build::case_1_stock` and `::case_2_patched`.
 #[rstest]
 #[case::stock(Flavor::Stock)]
@@ -46,7 +37,7 @@ fn vm_guest_uname_matches_build(#[case] flavor: Flavor) {
         assert_eq!(guest_flavor(), flavor, "the runner booted another flavor");
         return check_uname_matches_build();
     }
-    let name = this_test();
+    let name = current_test_name();
     assert!(
         name.ends_with(flavor.as_str()),
         "test '{name}' runs the {flavor} case: the guest would re-run another test"
