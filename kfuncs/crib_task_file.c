@@ -202,6 +202,11 @@ static bool crib_file_shareable(const struct file *file)
 	       S_ISREG(file_inode(file)->i_mode);
 }
 
+struct file *crib_iter_task_file_cur(struct bpf_iter_task_file *it)
+{
+	return ((struct bpf_iter_task_file_kern *)it)->item.file;
+}
+
 __bpf_kfunc_start_defs();
 
 /**

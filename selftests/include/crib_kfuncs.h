@@ -9,7 +9,8 @@
  * Against a patched kernel whose vmlinux.h already has the CRIB types,
  * define CRIB_HAVE_VMLINUX_TYPES before including this header.
  *
- * ABI 1.1 (bpf_crib_abi_version() == 0x10001) added the task_file kfuncs.
+ * ABI 1.1 (bpf_crib_abi_version() == 0x10001) added the task_file kfuncs,
+ * ABI 1.2 (0x10002) the socket and socket queue kfuncs.
  */
 #ifndef __CRIB_KFUNCS_H
 #define __CRIB_KFUNCS_H
@@ -26,7 +27,62 @@ struct bpf_iter_task_file_item {
 struct bpf_iter_task_file {
 	__u64 __opaque[4];
 } __attribute__((aligned(8)));
+
+/* Queues of a socket (kfuncs/crib.h has what each one holds). */
+enum crib_sock_queue {
+	CRIB_SQ_TCP_RECV,
+	CRIB_SQ_TCP_OFO,
+	CRIB_SQ_TCP_RTX,
+	CRIB_SQ_TCP_WRITE,
+	CRIB_SQ_UDP_RECV,
+	CRIB_SQ_UDP_CORK,
+	CRIB_SQ_UNIX_RECV,
+	CRIB_SQ_ERROR,
+	CRIB_SQ_NR,
+};
+
+/* Element returned by bpf_iter_sock_queue_next(); read-only for programs.
+ * len bytes of data follow skip bytes (already read or acked, or header
+ * room); [seq, end_seq) is a TCP element's sequence range. skb is NULL on
+ * stock (read the bytes with bpf_iter_sock_queue_read()).
+ */
+struct bpf_iter_sock_queue_item {
+	struct sk_buff *skb;
+	__u32 queue;
+	__u32 len;
+	__u32 skip;
+	__u32 seq;
+	__u32 end_seq;
+	__u32 flags;
+	__u32 nr_fds;
+	__u16 src_port;
+	__u16 __pad;
+	__u8 src_addr[16];
+};
+
+/* Opaque iterator state; lives on the program's stack. */
+struct bpf_iter_sock_queue {
+	__u64 __opaque[9];
+} __attribute__((aligned(8)));
+
+/* Totals and TCP sequence numbers taken with the snapshot. */
+struct crib_sock_queue_info {
+	__u32 nr[CRIB_SQ_NR];
+	__u64 bytes[CRIB_SQ_NR];
+	__u32 snd_una;
+	__u32 snd_nxt;
+	__u32 write_seq;
+	__u32 rcv_nxt;
+	__u32 copied_seq;
+	__u32 cork_len;
+};
 #endif /* CRIB_HAVE_VMLINUX_TYPES */
+
+#define CRIB_SQ_ALL		((1U << 8) - 1)
+#define CRIB_SQ_F_FIN		(1U << 0)
+#define CRIB_SQ_F_SYN		(1U << 1)
+#define CRIB_SQ_F_OOB		(1U << 2)
+#define CRIB_SQ_F_V6		(1U << 3)
 
 extern __u32 bpf_crib_abi_version(void) __ksym __weak;
 
@@ -73,5 +129,35 @@ extern struct file *bpf_fget_task(struct task_struct *task,
 
 /* Release a file reference from bpf_fget_task()/_get_file(). */
 extern void bpf_crib_put_file(struct file *file) __ksym __weak;
+
+/* Socket of the current element's file, with a new reference on that file
+ * (release with bpf_crib_put_socket()); NULL without a current element or
+ * if the file is not a socket. Read protocol state from sock->sk (CO-RE).
+ */
+extern struct socket *
+bpf_iter_task_file_get_socket(struct bpf_iter_task_file *it__iter) __ksym __weak;
+extern void bpf_crib_put_socket(struct socket *sock) __ksym __weak;
+
+/*
+ * Iterate over a private snapshot of the packets queued on @sock (a mask of
+ * (1 << enum crib_sock_queue) in @queues, 0 for all). _new may sleep.
+ * _new: 0, -EINVAL (unknown queue bit, listening socket), -EPROTONOSUPPORT
+ *       (not TCP, UDP or unix, e.g. MPTCP), -EOPNOTSUPP (data kept
+ *       elsewhere: kTLS or another ULP, sockmap), -EINTR, -ENOMEM, -E2BIG.
+ *       On error the walk is empty. _destroy must always be called.
+ * _read: copies min(buf__sz, len - offset) data bytes of the current
+ *        element; returns that count, -ENOENT, -EINVAL (offset > len).
+ * _get_info: totals per queue and, for TCP, the sequence numbers, all taken
+ *            under the same lock as the packets.
+ */
+extern int bpf_iter_sock_queue_new(struct bpf_iter_sock_queue *it,
+				   struct socket *sock, __u32 queues) __ksym __weak;
+extern struct bpf_iter_sock_queue_item *
+bpf_iter_sock_queue_next(struct bpf_iter_sock_queue *it) __ksym __weak;
+extern void bpf_iter_sock_queue_destroy(struct bpf_iter_sock_queue *it) __ksym __weak;
+extern int bpf_iter_sock_queue_read(struct bpf_iter_sock_queue *it__iter, __u32 offset,
+				    void *buf, __u32 buf__sz) __ksym __weak;
+extern int bpf_iter_sock_queue_get_info(struct bpf_iter_sock_queue *it__iter,
+					void *info, __u32 info__sz) __ksym __weak;
 
 #endif /* __CRIB_KFUNCS_H */
