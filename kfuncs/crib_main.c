@@ -43,6 +43,8 @@ BTF_ID_FLAGS(func, bpf_iter_task_file_get_fd)
 BTF_ID_FLAGS(func, bpf_iter_task_file_get_file, KF_ACQUIRE | KF_RET_NULL)
 BTF_ID_FLAGS(func, bpf_fget_task, KF_ACQUIRE | KF_RET_NULL)
 BTF_ID_FLAGS(func, bpf_crib_put_file, KF_RELEASE)
+#ifdef CONFIG_NET
+/* crib_sock.c, built only with networking */
 BTF_ID_FLAGS(func, bpf_iter_task_file_get_socket, KF_ACQUIRE | KF_RET_NULL)
 BTF_ID_FLAGS(func, bpf_crib_put_socket, KF_RELEASE)
 BTF_ID_FLAGS(func, bpf_iter_sock_queue_new, KF_ITER_NEW | KF_SLEEPABLE)
@@ -51,6 +53,7 @@ BTF_ID_FLAGS(func, bpf_iter_sock_queue_next,
 BTF_ID_FLAGS(func, bpf_iter_sock_queue_destroy, KF_ITER_DESTROY)
 BTF_ID_FLAGS(func, bpf_iter_sock_queue_read)
 BTF_ID_FLAGS(func, bpf_iter_sock_queue_get_info)
+#endif
 BTF_KFUNCS_END(crib_kfunc_ids)
 
 static const struct btf_kfunc_id_set crib_kfunc_set = {

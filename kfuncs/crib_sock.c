@@ -118,7 +118,8 @@ struct crib_sq_cb {
 
 static struct crib_sq_cb *crib_sq_cb(struct sk_buff *skb)
 {
-	BUILD_BUG_ON(sizeof(struct crib_sq_cb) > sizeof_field(struct sk_buff, cb));
+	BUILD_BUG_ON(sizeof(struct crib_sq_cb) >
+		     sizeof_field(struct sk_buff, cb));
 	return (struct crib_sq_cb *)skb->cb;
 }
 
@@ -625,8 +626,9 @@ __bpf_kfunc int bpf_iter_sock_queue_read(struct bpf_iter_sock_queue *it__iter,
  *
  * Return: 0, or -ENOENT after a failed bpf_iter_sock_queue_new().
  */
-__bpf_kfunc int bpf_iter_sock_queue_get_info(struct bpf_iter_sock_queue *it__iter,
-					     void *info, u32 info__sz)
+__bpf_kfunc int
+bpf_iter_sock_queue_get_info(struct bpf_iter_sock_queue *it__iter,
+			     void *info, u32 info__sz)
 {
 	struct bpf_iter_sock_queue_kern *kit = (void *)it__iter;
 
