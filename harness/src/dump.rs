@@ -462,6 +462,7 @@ pub fn finish(pid: i32, retval: i32, raw: RawDump) -> Result<Vec<FileRecord>, Du
 /// A SYSCALL program that writes records to a ring buffer, loaded and ready to run through
 /// BPF_PROG_RUN with a context. The dump program and `file_read`'s programs are run this way.
 pub struct RingbufProgram {
+    reader: loader::RingbufReader,
     loaded: Loaded,
     obj: PathBuf,
     prog: &'static str,
@@ -499,14 +500,15 @@ impl RingbufProgram {
                 log_tail: tail,
             });
         }
-        if loaded.object.is_none() {
-            return Err(DumpError::Missing(
-                obj.to_path_buf(),
-                prog.into(),
-                map.into(),
-            ));
-        }
+        let missing = || DumpError::Missing(obj.to_path_buf(), prog.into(), map.into());
+        let object = loaded.object.as_ref().ok_or_else(missing)?;
+        let ringbuf = object
+            .maps()
+            .find(|m| m.name() == map)
+            .ok_or_else(missing)?;
+        let reader = loader::RingbufReader::open(&ringbuf).map_err(DumpError::Drain)?;
         Ok(Self {
+            reader,
             loaded,
             obj: obj.to_path_buf(),
             prog,
@@ -523,6 +525,20 @@ impl RingbufProgram {
         Some(map.as_fd().as_raw_fd())
     }
 
+    /// Open and close a reader of this program's ring buffer once, as a run did twice before
+    /// readers were kept (`crib demo` prints it as part of a small dump's fixed cost).
+    pub fn reader_open_close_cost(&self) -> Result<std::time::Duration, DumpError> {
+        let missing = || DumpError::Missing(self.obj.clone(), self.prog.into(), self.map.into());
+        let obj = self.loaded.object.as_ref().ok_or_else(missing)?;
+        let map = obj
+            .maps()
+            .find(|m| m.name() == self.map)
+            .ok_or_else(missing)?;
+        let t = std::time::Instant::now();
+        drop(loader::RingbufReader::open(&map).map_err(DumpError::Drain)?);
+        Ok(t.elapsed())
+    }
+
     /// Run the program once with `ctx`; return its return value and the records it wrote.
     pub fn run<T: Copy>(&self, ctx: &mut T) -> Result<(i32, Vec<Vec<u8>>), DumpError> {
         let missing = || DumpError::Missing(self.obj.clone(), self.prog.into(), self.map.into());
@@ -531,17 +547,13 @@ impl RingbufProgram {
             .progs()
             .find(|p| p.name() == self.prog)
             .ok_or_else(missing)?;
-        let map = obj
-            .maps()
-            .find(|m| m.name() == self.map)
-            .ok_or_else(missing)?;
         // Whatever an earlier, aborted run left behind is not part of this run.
-        loader::drain_ringbuf(&map).map_err(DumpError::Drain)?;
+        self.reader.drain().map_err(DumpError::Drain)?;
         let retval = loader::run_syscall(&prog, ctx).map_err(|source| DumpError::Run {
             prog: self.prog.into(),
             source,
         })?;
-        let records = loader::drain_ringbuf(&map).map_err(DumpError::Drain)?;
+        let records = self.reader.drain().map_err(DumpError::Drain)?;
         Ok((retval, records))
     }
 }
@@ -574,6 +586,11 @@ impl Dumper {
     /// Run the program once; return its return value and the raw ring-buffer records.
     pub fn run_raw(&self, pid: i32) -> Result<(i32, Vec<Vec<u8>>), DumpError> {
         self.prog.run(&mut crib_dump_ctx { pid, flags: 0 })
+    }
+
+    /// The loaded program (for timing its parts).
+    pub fn program(&self) -> &RingbufProgram {
+        &self.prog
     }
 }
 

@@ -23,11 +23,11 @@ use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::raw::c_char;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use libbpf_rs::{
     AsRawLibbpf, Map, MapCore, MapType, Object, ObjectBuilder, OpenObject, PrintCallback,
-    PrintLevel, Program, RingBufferBuilder,
+    PrintLevel, Program, RingBuffer, RingBufferBuilder,
 };
 use thiserror::Error;
 
@@ -419,15 +419,30 @@ pub fn run_packet(prog: &Program) -> Result<i32, LoaderError> {
     test_run(prog, opts)
 }
 
-/// Everything currently in a ring buffer map, in order.
-pub fn drain_ringbuf(map: &Map) -> Result<Vec<Vec<u8>>, LoaderError> {
-    let name = map.name().to_string_lossy().into_owned();
-    let mut records = Vec::new();
-    {
+/// A ring buffer map opened for reading once, drained any number of times.
+///
+/// Opening one costs an epoll instance and two mmaps of the map's data area (libbpf maps it
+/// twice so records that wrap read contiguously), and closing it the munmaps: for a 16 MiB
+/// ring buffer under TCG that was most of a small dump's fixed cost when every run opened and
+/// closed its own reader. Programs run many times keep one.
+pub struct RingbufReader {
+    // Declared (and so dropped) before nothing it borrows: the mmaps hold their own reference
+    // to the map, so the reader stays sound even if the object goes first.
+    rb: RingBuffer<'static>,
+    sink: Arc<Mutex<Vec<Vec<u8>>>>,
+    name: String,
+}
+
+impl RingbufReader {
+    /// Open `map` (a `BPF_MAP_TYPE_RINGBUF`) for reading.
+    pub fn open(map: &Map) -> Result<Self, LoaderError> {
+        let name = map.name().to_string_lossy().into_owned();
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let cb_sink = Arc::clone(&sink);
         let mut builder = RingBufferBuilder::new();
         builder
-            .add(map, |data: &[u8]| {
-                records.push(data.to_vec());
+            .add(map, move |data: &[u8]| {
+                lock_ignoring_poison(&cb_sink).push(data.to_vec());
                 0
             })
             .map_err(|source| LoaderError::Ringbuf {
@@ -438,12 +453,27 @@ pub fn drain_ringbuf(map: &Map) -> Result<Vec<Vec<u8>>, LoaderError> {
             map: name.clone(),
             source,
         })?;
-        rb.consume().map_err(|source| LoaderError::Ringbuf {
-            map: name.clone(),
+        Ok(Self { rb, sink, name })
+    }
+
+    /// Everything currently in the ring buffer, in order.
+    pub fn drain(&self) -> Result<Vec<Vec<u8>>, LoaderError> {
+        self.rb.consume().map_err(|source| LoaderError::Ringbuf {
+            map: self.name.clone(),
             source,
         })?;
+        Ok(std::mem::take(&mut *lock_ignoring_poison(&self.sink)))
     }
-    Ok(records)
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything currently in a ring buffer map, in order (opens and closes a reader: for a
+/// program run more than once, keep a [`RingbufReader`]).
+pub fn drain_ringbuf(map: &Map) -> Result<Vec<Vec<u8>>, LoaderError> {
+    RingbufReader::open(map)?.drain()
 }
 
 #[cfg(test)]
