@@ -188,17 +188,21 @@ static void crib_access_unlock(struct task_struct *task)
  * A reference lives for the rest of the program and can reach
  * bpf_dynptr_from_file(), whose reads in a sleepable program (SYSCALL
  * programs are) go through __kernel_read(), i.e. the file's ->read_iter.
- * For a regular file open for reading that is what pread(2) on it gives,
- * without moving f_pos. For anything else it is not a harmless look:
- * pipes, sockets, ttys, eventfd, signalfd, timerfd and most devices would
- * have data consumed; O_WRONLY files trip a WARN in __kernel_read() and
- * O_PATH files were opened without any access check. So references are
- * handed out only for regular files open for reading. The iterator still
- * lists every file, as /proc/<pid>/fd does.
+ * That is a harmless look only where pread(2) would be one: a file open
+ * for reading whose reads at an offset do not consume anything. So
+ * references are handed out only for what pread(2) accepts (FMODE_PREAD:
+ * cleared by stream_open() and nonseekable_open(), as for tracefs's
+ * trace_pipe or a FUSE file opened with FOPEN_STREAM, which are regular
+ * files whose reads consume data) and, of those, only regular files:
+ * pipes, sockets, ttys, eventfd, signalfd and timerfd are not pread-able,
+ * and character devices may be but their reads can have side effects. A
+ * file without FMODE_READ would trip a WARN in __kernel_read(); O_PATH
+ * files were opened without any access check. The iterator still lists
+ * every file, as /proc/<pid>/fd does.
  */
 static bool crib_file_shareable(const struct file *file)
 {
-	return (file->f_mode & FMODE_READ) &&
+	return (file->f_mode & FMODE_READ) && (file->f_mode & FMODE_PREAD) &&
 	       S_ISREG(file_inode(file)->i_mode);
 }
 
@@ -373,7 +377,7 @@ __bpf_kfunc int bpf_iter_task_file_get_fd(struct bpf_iter_task_file *it__iter)
  *
  * Return: the current element's file with its reference count raised, or
  * NULL if there is no current element or it is not a regular file open
- * for reading.
+ * for reading with pread(2) semantics (see crib_file_shareable()).
  */
 __bpf_kfunc struct file *
 bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter)
@@ -396,7 +400,8 @@ bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter)
  * bpf_crib_put_file().
  *
  * Return: the file installed at @fd with a new reference, or NULL if
- * nothing is installed there, it is not a regular file open for reading,
+ * nothing is installed there, it is not a regular file open for reading
+ * with pread(2) semantics,
  * @task has no descriptor table, is in the middle of an exec, or current
  * may not have @task's files.
  */

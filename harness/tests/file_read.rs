@@ -13,7 +13,13 @@
 //!   and `bpf_dynptr_from_file()` refuses files not open for reading (EBADF) and files that
 //!   are not regular (EINVAL; kernel-patches/0002).
 //!
-//! Either way the pipe still holds its bytes afterwards, and the guest's dmesg has no splat.
+//! - On both, a regular file without pread(2) semantics (opened with `nonseekable_open()` or
+//!   `stream_open()`: tracefs's `trace_pipe` here, a FUSE `FOPEN_STREAM` file elsewhere) is
+//!   no file to read through: its reads consume data. The getters hand out no reference for
+//!   it, and in-tree `bpf_dynptr_from_file()` refuses it with ESPIPE, as pread(2) does.
+//!
+//! Either way the pipe and `trace_pipe` still hold their bytes afterwards, and the guest's
+//! dmesg has no splat.
 //!
 //! Each test body runs in a guest booted from the built kernel; the host only starts it.
 
@@ -23,6 +29,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -34,6 +41,11 @@ use crib_harness::vm::guest_test as run;
 const CONTENT: &[u8; 16] = b"crib-read-probe!";
 
 const PIPE_DATA: &[u8] = b"pipe bytes nobody may consume";
+
+/// Written to tracefs's `trace_marker`; must still come out of `trace_pipe` afterwards.
+const TRACE_MARKER: &str = "crib-trace-marker-nobody-may-consume";
+
+const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// The files under test, each open in one mode, with the fd it got, and the pipe's write end.
 struct Files {
@@ -53,6 +65,57 @@ fn pipe_with_data() -> Result<(OwnedFd, OwnedFd)> {
     let mut wf = fs::File::from(w.try_clone().context("dup of the pipe's write end")?);
     wf.write_all(PIPE_DATA).context("writing into the pipe")?;
     Ok((r, w))
+}
+
+/// tracefs's `trace_pipe` (a regular file opened with `nonseekable_open()`: no FMODE_PREAD,
+/// and its reads consume the trace) with [`TRACE_MARKER`] in the trace, opened non-blocking so
+/// that a read through it can never hang a program.
+fn trace_pipe_with_marker() -> Result<OwnedFd> {
+    let tracefs = Path::new(TRACEFS);
+    if !tracefs.join("trace_marker").exists() {
+        nix::mount::mount(
+            Some("tracefs"),
+            tracefs,
+            Some("tracefs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| format!("mounting tracefs on {TRACEFS}"))?;
+    }
+    fs::write(tracefs.join("tracing_on"), "1").context("tracing_on")?;
+    let pipe = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(tracefs.join("trace_pipe"))
+        .context("opening trace_pipe")?;
+    fs::write(tracefs.join("trace_marker"), TRACE_MARKER).context("writing trace_marker")?;
+    Ok(pipe.into())
+}
+
+/// `trace_pipe` must still yield [`TRACE_MARKER`]: nothing consumed by the programs.
+fn check_trace_pipe_intact(files: &Files) -> Result<()> {
+    let (_, fd) = files
+        .fds
+        .iter()
+        .find(|(m, _)| *m == "trace_pipe")
+        .context("no trace_pipe among the files under test")?;
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: fd is an open fd; buf is valid for buf.len() bytes.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n as usize]);
+    }
+    let text = String::from_utf8_lossy(&all);
+    ensure!(
+        text.contains(TRACE_MARKER),
+        "trace_pipe lost the marker to the programs: it yields {text:?}"
+    );
+    eprintln!("trace_pipe: still yields the marker");
+    Ok(())
 }
 
 /// The pipe must still hold exactly [`PIPE_DATA`]: nothing consumed by the programs.
@@ -113,12 +176,13 @@ fn open_files(dir: &Path) -> Result<Files> {
             ("O_RDWR", open(true, true)?),
             ("O_PATH", open_path(&data)?),
             ("pipe", pipe_r),
+            ("trace_pipe", trace_pipe_with_marker()?),
         ],
         _pipe_w: pipe_w,
     })
 }
 
-/// Run `via` over this process and compare the outcome of our four fds with `expect`.
+/// Run `via` over this process and compare the outcome of our files with `expect`.
 fn check(via: Via, files: &Files, expect: impl Fn(&str) -> Outcome) -> Result<()> {
     let reader = FileReader::load(via).with_context(|| format!("loading {}", via.prog_name()))?;
     let got: BTreeMap<u32, Outcome> = reader
@@ -143,9 +207,10 @@ fn check(via: Via, files: &Files, expect: impl Fn(&str) -> Outcome) -> Result<()
         wrong.join("\n  ")
     );
     eprintln!(
-        "{}: {} fds reported, the five under test as expected",
+        "{}: {} fds reported, the {} under test as expected",
         via.prog_name(),
-        got.len()
+        got.len(),
+        files.fds.len()
     );
     Ok(())
 }
@@ -168,6 +233,7 @@ fn stock(_: Flavor) -> Result<()> {
     let files = open_files(dir)?;
     check(Via::GetFile, &files, get_file_expect)?;
     check_pipe_intact(&files)?;
+    check_trace_pipe_intact(&files)?;
     // item->file passed directly: the stock verifier must refuse it as untrusted.
     let obj = Path::new(crib_harness::BPF_DIR).join(file_read::OBJ_FILE);
     let prog = Via::ItemFile.prog_name();
@@ -193,10 +259,12 @@ fn patched(_: Flavor) -> Result<()> {
     check(Via::ItemFile, &files, |mode| match mode {
         "O_RDONLY" | "O_RDWR" => readable(),
         "pipe" => Outcome::DynptrRefused(libc::EINVAL),
+        "trace_pipe" => Outcome::DynptrRefused(libc::ESPIPE),
         _ => Outcome::DynptrRefused(libc::EBADF),
     })?;
     check(Via::GetFile, &files, get_file_expect)?;
-    check_pipe_intact(&files)
+    check_pipe_intact(&files)?;
+    check_trace_pipe_intact(&files)
 }
 
 #[test]
