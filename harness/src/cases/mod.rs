@@ -29,7 +29,7 @@ pub use discovery::{
 };
 pub use matching::{compile_pattern, match_msgs, tail, MatchFailure, Pattern};
 pub use report::{CaseReport, Verdict};
-pub use run::{fixtures, run_case, Fixtures};
+pub use run::{fixtures, run_case, Fixtures, SocketFixtures};
 pub use spec::{
     parse_errno, parse_retval, parse_spec, CaseSpec, Expect, LoadMode, Mode, Retval,
     DEFAULT_PROG_FLAGS, POINTER_VALUE,

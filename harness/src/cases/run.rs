@@ -25,17 +25,127 @@ fn jit_enabled() -> bool {
 
 /// What the runner keeps open while cases run. Cases that take file references walk the
 /// runner's own fd table, and the CRIB kfuncs hand out references only for regular files open
-/// for reading (a guest's stdio is pipes and `/dev/null`): hold one, our own executable.
+/// for reading (a guest's stdio is pipes and `/dev/null`): hold one, our own executable. The
+/// socket cases (`selftests/progs/sock_*.bpf.c`) walk the queues of the runner's sockets: hold
+/// a few with known data queued ([`SocketFixtures`]).
 pub struct Fixtures {
     _regular_file: std::fs::File,
+    _sockets: SocketFixtures,
 }
 
 /// Open the [`Fixtures`]; keep the result alive while the cases run.
 pub fn fixtures() -> std::io::Result<Fixtures> {
     let exe = std::env::current_exe()?;
+    let regular_file = std::fs::File::open(exe)?;
+    let sockets = SocketFixtures::open(&regular_file)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("the cases' socket fixtures: {e}")))?;
     Ok(Fixtures {
-        _regular_file: std::fs::File::open(exe)?,
+        _regular_file: regular_file,
+        _sockets: sockets,
     })
+}
+
+/// The payloads the socket fixtures queue; `selftests/progs/sock_common.h` has the same
+/// strings (`SOCK_FIX_*_MSG`), and the cases compare the bytes they read with them.
+pub const SOCK_FIX_UNIX_MSG: &[u8] = b"crib sock fixture: one unix stream message, one fd";
+pub const SOCK_FIX_UDP_MSG: &[u8] = b"crib sock fixture: one udp datagram to itself";
+pub const SOCK_FIX_TCP_MSG: &[u8] =
+    b"crib sock fixture: tcp bytes the server side has not read yet, over lo, 0123456789";
+
+/// Sockets with known queued data, none of it ever read: a unix stream pair whose second end
+/// holds one message with one passed fd (SCM_RIGHTS: the runner's executable), a UDP socket
+/// on 127.0.0.1 that sent one datagram to itself, and a TCP connection over lo whose accepted
+/// end holds unread bytes, with its listener kept open (a queue walk refuses a listening
+/// socket). Every queue is a fresh socket's, so a case knows exactly what it must find.
+pub struct SocketFixtures {
+    _unix: (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ),
+    _udp: std::net::UdpSocket,
+    _tcp_listener: std::net::TcpListener,
+    _tcp_client: std::net::TcpStream,
+    _tcp_server: std::net::TcpStream,
+}
+
+impl SocketFixtures {
+    fn open(passed: &std::fs::File) -> std::io::Result<Self> {
+        use std::io::{IoSlice, Write};
+        use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::UnixStream;
+        use std::time::Duration;
+
+        let ctx = |what: &'static str| {
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+        };
+        // Waits (up to 10 s) until the datagram / the bytes are in the receive queue: over lo
+        // they arrive through the loopback device's softirq, not inside send().
+        let timeout = Some(Duration::from_secs(10));
+
+        let (u0, u1) = UnixStream::pair().map_err(ctx("unix socketpair"))?;
+        let fds = [passed.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let sent = nix::sys::socket::sendmsg::<()>(
+            u0.as_raw_fd(),
+            &[IoSlice::new(SOCK_FIX_UNIX_MSG)],
+            &cmsg,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .map_err(std::io::Error::from)
+        .map_err(ctx("unix sendmsg with SCM_RIGHTS"))?;
+        if sent != SOCK_FIX_UNIX_MSG.len() {
+            return Err(std::io::Error::other(format!(
+                "unix sendmsg sent {sent} of {} bytes",
+                SOCK_FIX_UNIX_MSG.len()
+            )));
+        }
+
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(ctx("udp bind"))?;
+        let me = udp.local_addr().map_err(ctx("udp local_addr"))?;
+        udp.send_to(SOCK_FIX_UDP_MSG, me)
+            .map_err(ctx("udp send_to itself"))?;
+        udp.set_read_timeout(timeout).map_err(ctx("udp timeout"))?;
+        let mut buf = [0u8; 256];
+        let (n, _) = udp.peek_from(&mut buf).map_err(ctx("udp peek"))?;
+        if buf[..n] != *SOCK_FIX_UDP_MSG {
+            return Err(std::io::Error::other("udp: another datagram arrived first"));
+        }
+
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(ctx("tcp bind"))?;
+        let addr = listener.local_addr().map_err(ctx("tcp local_addr"))?;
+        let mut client = TcpStream::connect(addr).map_err(ctx("tcp connect over lo"))?;
+        let (server, _) = listener.accept().map_err(ctx("tcp accept"))?;
+        client
+            .write_all(SOCK_FIX_TCP_MSG)
+            .map_err(ctx("tcp write"))?;
+        server
+            .set_read_timeout(timeout)
+            .map_err(ctx("tcp timeout"))?;
+        // MSG_PEEK until all bytes are queued (copied_seq does not move).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = server.peek(&mut buf).map_err(ctx("tcp peek"))?;
+            if n >= SOCK_FIX_TCP_MSG.len() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "tcp: only {n} of {} bytes arrived in 10 s",
+                    SOCK_FIX_TCP_MSG.len()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(SocketFixtures {
+            _unix: (u0, u1),
+            _udp: udp,
+            _tcp_listener: listener,
+            _tcp_client: client,
+            _tcp_server: server,
+        })
+    }
 }
 
 /// Load and check one case. Call in the guest (it loads into the running kernel).
