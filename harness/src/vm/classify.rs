@@ -1,6 +1,6 @@
 //! Why a guest run failed, as data: [`FailureClass`], and pure classifiers over a run's result
 //! ([`classify`]) or over a saved transcript ([`classify_transcript`]), so every class seen on
-//! these machines has a fixture under `vm/testdata/` and a host unit test (`vm/tests.rs`).
+//! these machines has a fixture under `vm/testdata/` and a host unit test (`vm/tests/classify.rs`).
 //!
 //! Only [`FailureClass::TcgStaleInt3`] is retried by [`super::Vm::run`]: it is the one class
 //! whose transcript proves the fault lies outside the code under test. Root causes of each

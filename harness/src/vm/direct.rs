@@ -35,11 +35,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{
-    find_marker, is_crash, kill_group, save_transcript, scan_splats, section_of, shell_quote,
-    split_transcript, tail, wait_bounded, write_executable, Accel, GuestRun, RawRun, Section, Vm,
-    VmError, TAIL_LINES,
+use super::accel::Accel;
+use super::script::{make_nonce, shell_quote, write_executable};
+use super::splat::{is_crash, scan_splats};
+use super::transcript::{
+    find_marker, save_transcript, section_of, split_transcript, tail, transcript_path, RawRun,
+    Section, TAIL_LINES,
 };
+use super::vmtest::{kill_group, wait_bounded};
+use super::{GuestRun, Vm, VmError};
 use crate::kernel::cache_dir;
 
 /// 9p mount options of the root, as vmtest uses them.
@@ -61,7 +65,7 @@ pub(super) fn run(
     timeout: Duration,
     transcript: Option<&Path>,
 ) -> Result<GuestRun, VmError> {
-    let nonce = super::make_nonce();
+    let nonce = make_nonce();
     let cmd_script = vm.guest_script(argv, &nonce)?;
     let cwd = std::env::current_dir().map_err(|source| VmError::Io {
         what: "the current directory".into(),
@@ -143,7 +147,7 @@ pub(super) fn run(
             return Err(e);
         }
     };
-    if let Some(path) = super::transcript_path(transcript) {
+    if let Some(path) = transcript_path(transcript) {
         save_transcript(&path, &raw, "qemu");
     }
     let result = interpret(raw, &nonce, timeout, &log);
