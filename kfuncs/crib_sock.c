@@ -340,7 +340,13 @@ static int crib_sq_udp(struct crib_sq_snap *snap, struct sock *sk, u32 mask)
 		err = -EOPNOTSUPP;
 	else if (crib_sq_want(mask, CRIB_SQ_UDP_CORK))
 		err = crib_sq_udp_cork(snap, sk);
-	snap->info.cork_len = READ_ONCE(up->pending) ? up->len : 0;
+	/*
+	 * up->len is the UDP length of the pending datagram: the first
+	 * corked send counts the UDP header too (udp_sendmsg() and
+	 * udpv6_sendmsg() add it to ulen before do_append_data).
+	 */
+	if (READ_ONCE(up->pending))
+		snap->info.cork_len = up->len - sizeof(struct udphdr);
 	release_sock(sk);
 	if (err)
 		return err;
