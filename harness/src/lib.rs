@@ -10,6 +10,8 @@ pub mod kernel;
 pub mod kernel_dir;
 pub mod loader;
 pub mod records;
+pub mod sock_dump;
+pub mod sock_truth;
 pub mod target;
 pub mod truth;
 pub mod vm;

@@ -20,6 +20,9 @@ enum crib_rec_type {
 	CRIB_REC_FILE = 2,	/* struct crib_rec_file */
 	CRIB_REC_END = 3,	/* struct crib_rec_end: last record of a dump */
 	CRIB_REC_READ = 4,	/* struct crib_rec_read (file_read.bpf.c) */
+	CRIB_REC_SOCK = 5,	/* struct crib_rec_sock (dump_socks.bpf.c) */
+	CRIB_REC_SOCK_ITEM = 6,	/* struct crib_rec_sock_item: one queued packet */
+	CRIB_REC_SOCK_DATA = 7,	/* struct crib_rec_sock_data: bytes of the last item */
 };
 
 /* Common header of every record. */
@@ -134,6 +137,85 @@ struct crib_perm_sync {
 	__u32 resume;
 	__u32 timed_out;
 	__u32 pad;
+};
+
+/*
+ * Socket dumps (dump_socks.bpf.c). Per socket of the target: one
+ * crib_rec_sock, then for each queued packet one crib_rec_sock_item followed
+ * by the crib_rec_sock_data chunks of its bytes (offsets 0, CHUNK, 2 CHUNK,
+ * ...; none for an empty packet); one crib_rec_end closes the dump.
+ */
+struct crib_sock_dump_ctx {
+	__s32 pid;		/* target, in the caller's pid namespace */
+	__s32 fd;		/* only this fd; -1: every socket */
+	__u32 queues;		/* mask of (1 << enum crib_sock_queue), 0: all */
+	__u32 flags;
+};
+
+/* Number of queues of enum crib_sock_queue (kfuncs/crib.h). */
+#define CRIB_SOCK_NR_QUEUES 8
+/* Payload bytes per crib_rec_sock_data record. */
+#define CRIB_SOCK_CHUNK 4096
+
+struct crib_rec_sock {
+	struct crib_rec_hdr hdr;
+	__u32 fd;
+	__s32 queue_err;	/* bpf_iter_sock_queue_new(): 0, or why no queue follows */
+	__u16 family;		/* sk_family, sk_type, sk_protocol */
+	__u16 type;
+	__u16 protocol;
+	__u8 state;		/* sk_state (TCP_* numbering, also for unix) */
+	__u8 pad0;
+	__u16 src_port;		/* host byte order: inet local port */
+	__u16 dst_port;		/* host byte order: inet remote port */
+	__u32 pad1;
+	__u8 src_addr[16];	/* IPv4 in the first 4 bytes for AF_INET */
+	__u8 dst_addr[16];
+	/* From bpf_iter_sock_queue_get_info(): the snapshot's own values. */
+	__u32 snd_una;
+	__u32 snd_nxt;
+	__u32 write_seq;
+	__u32 rcv_nxt;
+	__u32 copied_seq;
+	__u32 cork_len;		/* UDP: corked payload bytes */
+	__u32 nr[CRIB_SOCK_NR_QUEUES];	/* elements per queue */
+	__u64 bytes[CRIB_SOCK_NR_QUEUES];	/* data bytes per queue */
+	/* TCP, read from the tcp_sock (CO-RE) after the snapshot. */
+	__u32 snd_wl1;
+	__u32 snd_wnd;
+	__u32 max_window;
+	__u32 rcv_wnd;
+	__u32 rcv_wup;
+	__u32 mss_cache;
+	__u8 snd_wscale;
+	__u8 rcv_wscale;
+	__u16 pad2;
+	__u32 nr_items;		/* crib_rec_sock_item records that follow */
+};
+
+struct crib_rec_sock_item {
+	struct crib_rec_hdr hdr;
+	__u32 fd;
+	__u32 index;		/* 0, 1, ... within the socket */
+	__u32 queue;		/* enum crib_sock_queue */
+	__u32 len;		/* data bytes (after skip) */
+	__u32 skip;		/* leading bytes read, acked or header room */
+	__u32 seq;		/* TCP: [seq, end_seq), skip and SYN/FIN included */
+	__u32 end_seq;
+	__u32 flags;		/* CRIB_SQ_F_* */
+	__u32 nr_fds;		/* unix: files passed with the message */
+	__u16 src_port;		/* UDP receive: sender, network byte order */
+	__u16 pad0;
+	__u8 src_addr[16];
+};
+
+struct crib_rec_sock_data {
+	struct crib_rec_hdr hdr;
+	__u32 fd;
+	__u32 index;		/* the item's index */
+	__u32 offset;		/* of data[0] within the item's data */
+	__u32 len;		/* valid bytes of data[] */
+	__u8 data[CRIB_SOCK_CHUNK];
 };
 
 #endif /* __CRIB_RECORDS_H */

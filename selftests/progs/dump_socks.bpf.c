@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Dump the sockets of one task, with the bytes of every queued packet,
+ * through a ring buffer. Run with BPF_PROG_RUN and a struct
+ * crib_sock_dump_ctx (target pid in the caller's pid namespace, optionally
+ * one fd and a queue mask).
+ *
+ * Per socket: one struct crib_rec_sock (identity, addresses, the TCP
+ * sequence numbers and per-queue totals of the queue snapshot, windows,
+ * MSS, window scales), then for every packet of the snapshot one struct
+ * crib_rec_sock_item followed by its bytes in struct crib_rec_sock_data
+ * chunks. When bpf_iter_sock_queue_new() refuses a socket (listening,
+ * kTLS, sockmap, MPTCP, ...), the socket record carries its errno in
+ * queue_err and no items follow: the dump says so instead of leaving the
+ * queues out silently. One struct crib_rec_end closes the dump.
+ *
+ * Return value: 0 when everything was written; -ESRCH without such a pid;
+ * the task_file iterator's errno; the errno of a failed
+ * bpf_iter_sock_queue_read(); -ENOSPC when the ring buffer had no room
+ * (nr_dropped in the end record says how many records were lost).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "crib_records.h"
+#include "crib_kfuncs.h"
+
+char _license[] SEC("license") = "GPL";
+
+#define ENOENT	2
+#define ESRCH	3
+#define EFAULT	14
+#define ENOSPC	28
+
+#define AF_INET		2
+#define AF_INET6	10
+#define IPPROTO_TCP	6
+
+/*
+ * 64 MiB: room for a few sockets with MiBs queued each (one chunk record
+ * is 4120 bytes plus the ring buffer's 8-byte header).
+ */
+#define RINGBUF_BYTES	(64 << 20)
+
+/* A packet holds at most 64 KiB of data, skb_copy()ed TCP ones included. */
+#define MAX_CHUNKS	((1 << 17) / CRIB_SOCK_CHUNK)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, RINGBUF_BYTES);
+} records SEC(".maps");
+
+extern struct task_struct *bpf_task_from_vpid(s32 vpid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+
+/*
+ * Global counters: values loaded from global memory are not tracked
+ * across loop iterations, so the nested iterator loops converge (see
+ * dump_files.bpf.c).
+ */
+__u32 nr_seq, nr_dropped;
+__s32 read_err;
+
+/*
+ * Identity, addresses, and for TCP the windows and scales (read with CO-RE
+ * probe reads: a dump only reads). A global function, verified once.
+ */
+__noinline int fill_sock(struct crib_rec_sock *rec, __u64 sk_addr)
+{
+	struct sock *sk = (struct sock *)sk_addr;
+	struct tcp_sock *tp = (struct tcp_sock *)sk_addr;
+
+	if (!rec)
+		return -1;
+	rec->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	rec->type = BPF_CORE_READ(sk, sk_type);
+	rec->protocol = BPF_CORE_READ(sk, sk_protocol);
+	rec->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (rec->family == AF_INET || rec->family == AF_INET6) {
+		rec->src_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		rec->dst_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	}
+	if (rec->family == AF_INET) {
+		/* (BPF_CORE_READ_INTO() would read sizeof(rec->src_addr[0])) */
+		bpf_core_read(rec->src_addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(rec->dst_addr, 4, &sk->__sk_common.skc_daddr);
+	} else if (rec->family == AF_INET6) {
+		bpf_core_read(rec->src_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(rec->dst_addr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+	if ((rec->family == AF_INET || rec->family == AF_INET6) &&
+	    rec->protocol == IPPROTO_TCP) {
+		rec->snd_wl1 = BPF_CORE_READ(tp, snd_wl1);
+		rec->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
+		rec->max_window = BPF_CORE_READ(tp, max_window);
+		rec->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
+		rec->rcv_wup = BPF_CORE_READ(tp, rcv_wup);
+		rec->mss_cache = BPF_CORE_READ(tp, mss_cache);
+		/*
+		 * The bitfield's offset is relative to the root of the access
+		 * chain: pass tp, not &tp->rx_opt.
+		 */
+		rec->snd_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.snd_wscale);
+		rec->rcv_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.rcv_wscale);
+	}
+	return 0;
+}
+
+static __always_inline void *reserve(__u64 size, __u16 type)
+{
+	struct crib_rec_hdr *hdr;
+
+	hdr = bpf_ringbuf_reserve(&records, size, 0);
+	if (!hdr) {
+		nr_dropped++;
+		return NULL;
+	}
+	hdr->type = type;
+	hdr->size = size;
+	hdr->seq = nr_seq++;
+	return hdr;
+}
+
+/*
+ * One socket: its record, then its packets. The queue iterator's failure
+ * goes into the socket record; a failed read ends the dump with its errno.
+ */
+static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 queues)
+{
+	struct crib_sock_queue_info info = {};
+	struct bpf_iter_sock_queue_item *item;
+	struct bpf_iter_sock_queue qit;
+	struct crib_rec_sock_item *irec;
+	struct crib_rec_sock_data *drec;
+	struct crib_rec_sock *rec;
+	__u64 sk_addr = 0;
+	__u32 index = 0, i, off, len;
+	int err, n;
+
+	err = bpf_iter_sock_queue_new(&qit, sock, queues);
+	if (!err)
+		err = bpf_iter_sock_queue_get_info(&qit, &info, sizeof(info));
+
+	rec = reserve(sizeof(*rec), CRIB_REC_SOCK);
+	if (rec) {
+		__builtin_memset((void *)rec + sizeof(rec->hdr), 0,
+				 sizeof(*rec) - sizeof(rec->hdr));
+		rec->fd = fd;
+		rec->queue_err = err;
+		bpf_probe_read_kernel(&sk_addr, sizeof(sk_addr), &sock->sk);
+		fill_sock(rec, sk_addr);
+		rec->snd_una = info.snd_una;
+		rec->snd_nxt = info.snd_nxt;
+		rec->write_seq = info.write_seq;
+		rec->rcv_nxt = info.rcv_nxt;
+		rec->copied_seq = info.copied_seq;
+		rec->cork_len = info.cork_len;
+		for (i = 0; i < CRIB_SOCK_NR_QUEUES; i++) {
+			rec->nr[i] = info.nr[i];
+			rec->bytes[i] = info.bytes[i];
+			rec->nr_items += info.nr[i];
+		}
+		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	}
+
+	while ((item = bpf_iter_sock_queue_next(&qit))) {
+		irec = reserve(sizeof(*irec), CRIB_REC_SOCK_ITEM);
+		if (irec) {
+			irec->fd = fd;
+			irec->index = index;
+			irec->queue = item->queue;
+			irec->len = item->len;
+			irec->skip = item->skip;
+			irec->seq = item->seq;
+			irec->end_seq = item->end_seq;
+			irec->flags = item->flags;
+			irec->nr_fds = item->nr_fds;
+			irec->src_port = item->src_port;
+			irec->pad0 = 0;
+			__builtin_memcpy(irec->src_addr, item->src_addr,
+					 sizeof(irec->src_addr));
+			bpf_ringbuf_submit(irec, BPF_RB_NO_WAKEUP);
+		}
+		len = item->len;
+		bpf_for(i, 0, MAX_CHUNKS) {
+			off = i * CRIB_SOCK_CHUNK;
+			if (off >= len)
+				break;
+			drec = reserve(sizeof(*drec), CRIB_REC_SOCK_DATA);
+			if (!drec)
+				continue;
+			n = bpf_iter_sock_queue_read(&qit, off, drec->data,
+						     CRIB_SOCK_CHUNK);
+			if (n <= 0) {
+				/* Nothing short of a kernel bug gets here. */
+				read_err = n < 0 ? n : -EFAULT;
+				bpf_ringbuf_discard(drec, 0);
+				nr_seq--;
+				break;
+			}
+			drec->fd = fd;
+			drec->index = index;
+			drec->offset = off;
+			drec->len = n;
+			bpf_ringbuf_submit(drec, BPF_RB_NO_WAKEUP);
+		}
+		index++;
+	}
+	bpf_iter_sock_queue_destroy(&qit);
+}
+
+static __always_inline int emit_end(int error, __u32 seq, __u32 nr, __u32 dropped)
+{
+	struct crib_rec_end *end;
+
+	end = bpf_ringbuf_reserve(&records, sizeof(*end), 0);
+	if (!end)
+		return -ENOSPC;
+	__builtin_memset(end, 0, sizeof(*end));
+	end->hdr.type = CRIB_REC_END;
+	end->hdr.size = sizeof(*end);
+	end->hdr.seq = seq;
+	end->error = error;
+	end->nr_records = nr;
+	end->nr_dropped = dropped;
+	bpf_ringbuf_submit(end, 0);
+	return 0;
+}
+
+SEC("syscall")
+int crib_dump_socks(struct crib_sock_dump_ctx *ctx)
+{
+	struct bpf_iter_task_file_item *item;
+	struct bpf_iter_task_file it;
+	struct task_struct *task;
+	struct socket *sock;
+	__u32 seq, dropped, queues = ctx->queues;
+	__s32 want_fd = ctx->fd;
+	int err;
+
+	nr_seq = 0;
+	nr_dropped = 0;
+	read_err = 0;
+	task = bpf_task_from_vpid(ctx->pid);
+	if (!task) {
+		emit_end(-ESRCH, 0, 0, 0);
+		return -ESRCH;
+	}
+
+	err = bpf_iter_task_file_new(&it, task);
+	while (!err && (item = bpf_iter_task_file_next(&it))) {
+		if (want_fd >= 0 && item->fd != want_fd)
+			continue;
+		sock = bpf_iter_task_file_get_socket(&it);
+		if (!sock)
+			continue;
+		dump_socket(sock, item->fd, queues);
+		bpf_crib_put_socket(sock);
+		if (read_err)
+			break;
+	}
+	if (!err) {
+		err = bpf_iter_task_file_get_fd(&it);
+		if (err == -ENOENT || err > 0)
+			err = 0;
+	}
+	bpf_iter_task_file_destroy(&it);
+	bpf_task_release(task);
+
+	if (!err)
+		err = read_err;
+	seq = nr_seq;
+	dropped = nr_dropped;
+	if (!err && dropped)
+		err = -ENOSPC;
+	if (emit_end(err, seq, seq, dropped) && !err)
+		err = -ENOSPC;
+	return err;
+}
