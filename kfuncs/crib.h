@@ -43,6 +43,8 @@ struct file;
 #ifndef KF_ITER_NEXT_SCOPED
 #define KF_ITER_NEXT_SCOPED	0
 #endif
+/* Whether the verifier ends the element's pointers with the step */
+#define CRIB_ITER_SCOPED	(KF_ITER_NEXT_SCOPED != 0)
 
 struct bpf_iter_task_file_item {
 	struct task_struct *task;

@@ -565,7 +565,7 @@ bpf_iter_sock_queue_next(struct bpf_iter_sock_queue *it)
 	cb = crib_sq_cb(skb);
 	kit->cur = skb;
 	/* Only where the verifier ends the pointer's life with the step. */
-	kit->item.skb = KF_ITER_NEXT_SCOPED ? skb : NULL;
+	kit->item.skb = CRIB_ITER_SCOPED ? skb : NULL;
 	kit->item.queue = cb->queue;
 	kit->item.len = cb->len;
 	kit->item.skip = cb->skip;
