@@ -10,6 +10,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// `CRIB_CACHE` and `CRIB_VARIANT`, shared with `crib_harness::settings` (build.rs cannot link
+// the library it builds).
+include!("src/settings/kernel_cache.rs");
+
 fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("..");
     let root = root.canonicalize().unwrap();
@@ -24,6 +28,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CRIB_CACHE");
     println!("cargo:rerun-if-env-changed=CRIB_VARIANT");
     println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=HOME");
+    println!("cargo:rerun-if-changed=src/settings/kernel_cache.rs");
 
     bindgen::Builder::default()
         .header(include.join("crib_records.h").to_string_lossy())
@@ -44,10 +50,10 @@ fn main() {
     fs::create_dir_all(&bpf_out).unwrap();
     println!("cargo:rustc-env=CRIB_BPF_DIR={}", bpf_out.display());
 
-    let cache = env::var_os("CRIB_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env::var("HOME").unwrap_or_default()).join(".cache/crib"));
-    let variant = env::var("CRIB_VARIANT").unwrap_or_else(|_| "release".into());
+    // The library's settings module reads these two the same way (same file).
+    let get = |k: &str| env::var_os(k);
+    let cache = cache_from(&get);
+    let variant = variant_from(&get);
     let kdir = cache.join("kernels").join(&variant).join("stock");
     let vmlinux_h = kdir.join("vmlinux.h");
     let libbpf_inc = kdir.join("libbpf-include");

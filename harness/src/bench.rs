@@ -1178,7 +1178,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
         .collect();
     Ok(Report {
         kernel: uname.release().to_string_lossy().into_owned(),
-        flavor: std::env::var("CRIB_FLAVOR").ok(),
+        flavor: crate::settings::get().flavor.clone(),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         pid,
         files: opts.fds,

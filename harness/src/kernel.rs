@@ -99,18 +99,12 @@ pub struct Kernel {
 
 /// `$CRIB_CACHE`, default `~/.cache/crib`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CRIB_CACHE") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache/crib")
+    crate::settings::get().cache.clone()
 }
 
 /// `$CRIB_VARIANT`, default `release` (see harness/README.md: why tests do not boot the debug kernel by default).
 pub fn variant() -> String {
-    std::env::var("CRIB_VARIANT").unwrap_or_else(|_| "release".to_string())
+    crate::settings::get().variant.clone()
 }
 
 /// Parse `KEY=value` lines; blank lines and `#` comments are skipped.
@@ -206,14 +200,9 @@ impl Kernel {
         if let Some(k) = Kernel::from_guest_env(flavor) {
             return Ok(k);
         }
-        if let Some(dir) = std::env::var_os("CRIB_KERNEL_DIR").filter(|d| !d.is_empty()) {
+        if let Some(dir) = &crate::settings::get().kernel_dir {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            return Ok(crate::kernel_dir::locate(
-                Path::new(&dir),
-                &root,
-                &cache_dir(),
-                flavor,
-            )?);
+            return Ok(crate::kernel_dir::locate(dir, &root, &cache_dir(), flavor)?);
         }
         Self::locate_in(&cache_dir(), &variant(), flavor)
     }
@@ -238,6 +227,8 @@ impl Kernel {
 
     /// The kernel the host booted this guest with, if this is a guest of `flavor`.
     fn from_guest_env(flavor: Flavor) -> Option<Kernel> {
+        // Internal variables (`settings::INTERNAL`), written by `guest_env` above for the guest:
+        // the two halves of one protocol stay together here rather than in `settings`.
         let get = |k: &str| std::env::var(k).ok();
         if get("CRIB_IN_GUEST").as_deref() != Some("1")
             || get("CRIB_FLAVOR").as_deref() != Some(flavor.as_str())

@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod kernel_dir;
 pub mod loader;
 pub mod records;
+pub mod settings;
 pub mod sock_dump;
 pub mod sock_truth;
 pub mod target;

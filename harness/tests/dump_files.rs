@@ -311,13 +311,7 @@ const RACE_DUMPS: usize = 1_000;
 /// Bound on the 1,000 dumps: 240 s, or `CRIB_RACE_TIME_LIMIT` seconds (a KASAN+lockdep kernel
 /// under TCG is several times slower than the release one).
 fn race_time_limit() -> Result<Duration> {
-    match std::env::var("CRIB_RACE_TIME_LIMIT") {
-        Err(_) => Ok(Duration::from_secs(240)),
-        Ok(v) => v
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .with_context(|| format!("CRIB_RACE_TIME_LIMIT={v:?} is not a number of seconds")),
-    }
+    Ok(crib_harness::settings::checked()?.race_time_limit)
 }
 
 fn races(flavor: Flavor) -> Result<()> {

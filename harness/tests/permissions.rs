@@ -1020,12 +1020,7 @@ const EXEC_LOOP_C: &str = include_str!("permissions/exec_loop.c");
 
 /// How long the dumper races the exec loop: 20 s, or `CRIB_PERM_RACE_SECS`.
 fn race_secs() -> Result<u64> {
-    match std::env::var("CRIB_PERM_RACE_SECS") {
-        Err(_) => Ok(20),
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("CRIB_PERM_RACE_SECS={v:?} is not a number of seconds")),
-    }
+    Ok(crib_harness::settings::checked()?.perm_race_secs.as_secs())
 }
 
 fn pin_to_cpu0() -> Result<(), String> {

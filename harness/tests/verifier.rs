@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crib_harness::cases::{self, Case, Verdict};
 use crib_harness::kernel::{Flavor, Kernel};
+use crib_harness::settings;
 use crib_harness::vm::{self, Vm};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -60,11 +61,7 @@ fn objects() -> Result<Vec<PathBuf>, String> {
         .filter(|p| p.to_string_lossy().ends_with(".bpf.o"))
         .collect();
     objs.sort();
-    if let Some(extra) = std::env::var_os("CRIB_EXTRA_OBJS") {
-        for p in std::env::split_paths(&extra).filter(|p| !p.as_os_str().is_empty()) {
-            objs.push(p);
-        }
-    }
+    objs.extend(settings::get().extra_objs.iter().cloned());
     Ok(objs)
 }
 
@@ -205,7 +202,7 @@ fn boot_batch(flavor: Flavor) -> String {
     };
     let argv: Vec<OsString> = vec![exe.into_os_string()];
     let mut guest = Vm::new(&kernel).env(BATCH_ENV, flavor.as_str());
-    if std::env::var_os("CRIB_VM_TIMEOUT").is_none() {
+    if settings::get().vm_timeout.is_none() {
         // The whole batch runs in one guest: the default per-run timeout is for one test.
         let n = entries()
             .iter()
@@ -364,7 +361,7 @@ fn case_trial(flavor: Flavor, name: String, case: Case) -> Trial {
                 Verdict::Skip(why) => Err(format!("not run: {why}").into()),
             };
         }
-        if std::env::var_os(PER_CASE_ENV).is_some_and(|v| v == "1") {
+        if settings::get().verifier_vm_per_case {
             let run = vm::run_test_in_guest(flavor, &test_name).map_err(|e| format!("{e:#}"))?;
             println!(
                 "(own guest: boot {:.1}s, total {:.1}s)",
@@ -394,8 +391,8 @@ fn case_trial(flavor: Flavor, name: String, case: Case) -> Trial {
 
 fn main() -> ExitCode {
     if vm::in_guest() {
-        if let Ok(flavor) = std::env::var(BATCH_ENV) {
-            return run_batch(&flavor);
+        if let Some(flavor) = &settings::get().verifier_batch {
+            return run_batch(flavor);
         }
     }
     let args = Arguments::from_args();

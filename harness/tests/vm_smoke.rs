@@ -10,8 +10,10 @@ use crib_harness::vm::{current_test_name, in_guest, run_test_in_guest, GuestTest
 use rstest::rstest;
 
 fn guest_flavor() -> Flavor {
-    let f = std::env::var("CRIB_FLAVOR").expect("CRIB_FLAVOR is set in the guest");
-    f.parse().expect("CRIB_FLAVOR names a flavor")
+    let f = crib_harness::settings::get().flavor.as_deref();
+    f.expect("CRIB_FLAVOR is set in the guest")
+        .parse()
+        .expect("CRIB_FLAVOR names a flavor")
 }
 
 fn check_uname_matches_build() {

@@ -591,7 +591,10 @@ fn cmd_demo(args: Vec<OsString>) -> Result<i32> {
         );
     }
     let uname = nix::sys::utsname::uname().context("uname")?;
-    let flavor = std::env::var("CRIB_FLAVOR").unwrap_or_else(|_| "?".into());
+    let flavor = crib_harness::settings::get()
+        .flavor
+        .clone()
+        .unwrap_or_else(|| "?".into());
     println!(
         "crib demo: {flavor} kernel {}",
         uname.release().to_string_lossy()

@@ -118,22 +118,11 @@ pub(super) fn format_probe_cache(key: &str, c: &AccelChoice) -> String {
 /// `CRIB_ACCEL` if set, else the cached probe verdict, else probe (boot `kernel` under KVM
 /// with a short timeout) and cache the verdict.
 pub fn choose_accel(kernel: &Kernel) -> Result<AccelChoice, VmError> {
-    if let Ok(v) = std::env::var("CRIB_ACCEL") {
-        return match v.as_str() {
-            "kvm" => Ok(AccelChoice {
-                accel: Accel::Kvm,
-                reason: "forced by CRIB_ACCEL=kvm".into(),
-            }),
-            "tcg" => Ok(AccelChoice {
-                accel: Accel::Tcg,
-                reason: "forced by CRIB_ACCEL=tcg".into(),
-            }),
-            _ => Err(VmError::BadEnv {
-                var: "CRIB_ACCEL",
-                value: v,
-                expected: "'tcg' or 'kvm'",
-            }),
-        };
+    if let Some(accel) = crate::settings::checked()?.accel {
+        return Ok(AccelChoice {
+            accel,
+            reason: format!("forced by CRIB_ACCEL={}", accel.as_str()),
+        });
     }
     if !Path::new("/dev/kvm").exists() {
         return Ok(AccelChoice {

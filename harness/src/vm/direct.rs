@@ -106,7 +106,8 @@ pub(super) fn run(
     })?;
 
     let cmdline = kernel_cmdline(utf8_path(&init_path, "the run directory")?, &vm.kargs())?;
-    let program = std::env::var_os("CRIB_QEMU").unwrap_or_else(|| "qemu-system-x86_64".into());
+    let settings = crate::settings::get();
+    let program = settings.qemu.clone();
     let mut cmd = Command::new(&program);
     cmd.args(qemu_args(&QemuSpec {
         accel,
@@ -114,8 +115,8 @@ pub(super) fn run(
         cmdline: &cmdline,
         console_log: &log,
         ro_root: vm.ro_root,
-        mem: &env_or("CRIB_VM_MEM", "2G"),
-        cpus: &env_or("CRIB_VM_CPUS", "2"),
+        mem: &settings.vm_mem,
+        cpus: &settings.vm_cpus.to_string(),
     }));
     eprintln!(
         "crib vm: direct backend ({} guest, {}s limit): console in {}",
@@ -156,13 +157,6 @@ pub(super) fn run(
         let _ = dir.keep();
     }
     result
-}
-
-fn env_or(var: &str, default: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
-        _ => default.to_string(),
-    }
 }
 
 fn utf8_path<'a>(p: &'a Path, what: &str) -> Result<&'a str, VmError> {
@@ -544,7 +538,7 @@ pub(super) fn interpret(
     }
     if all.is_empty() && raw.code != Some(0) {
         return Err(VmError::QemuStart {
-            program: std::env::var("CRIB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+            program: crate::settings::get().qemu.display().to_string(),
             code: raw.code,
             stderr: raw.stderr,
         });

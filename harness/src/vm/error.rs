@@ -113,6 +113,16 @@ pub enum VmError {
     InteractiveNeedsVmtest,
 }
 
+impl From<crate::settings::SettingError> for VmError {
+    fn from(e: crate::settings::SettingError) -> VmError {
+        VmError::BadEnv {
+            var: e.var,
+            value: e.value,
+            expected: e.expected,
+        }
+    }
+}
+
 fn splat_note(splats: &[Splat]) -> String {
     match splats.first() {
         None => String::new(),

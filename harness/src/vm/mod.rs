@@ -49,6 +49,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::kernel::Kernel;
+use crate::settings;
 
 mod accel;
 mod classify;
@@ -136,17 +137,9 @@ impl std::str::FromStr for Backend {
 
 /// `CRIB_VM_BACKEND` (`vmtest` or `direct`); unset or empty means the default for the kernel
 /// ([`Backend::default_for`]).
+/// A bad value of any setting is an error here: every VM run calls this first.
 pub fn backend_from_env() -> Result<Option<Backend>, VmError> {
-    match std::env::var("CRIB_VM_BACKEND") {
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Ok(v) if v.is_empty() => Ok(None),
-        Ok(v) => v.parse().map(Some),
-        Err(std::env::VarError::NotUnicode(v)) => Err(VmError::BadEnv {
-            var: "CRIB_VM_BACKEND",
-            value: v.to_string_lossy().into_owned(),
-            expected: "'vmtest' or 'direct'",
-        }),
-    }
+    Ok(settings::checked()?.vm_backend)
 }
 
 /// What one guest run produced.
@@ -175,19 +168,12 @@ impl GuestRun {
 
 /// True inside a guest started by [`Vm::run`].
 pub fn in_guest() -> bool {
-    std::env::var_os("CRIB_IN_GUEST").is_some_and(|v| v == "1")
+    settings::get().in_guest
 }
 
 /// The per-run timeout: `CRIB_VM_TIMEOUT` seconds, or [`DEFAULT_TIMEOUT`].
 pub fn timeout_from_env() -> Result<Duration, VmError> {
-    match std::env::var("CRIB_VM_TIMEOUT") {
-        Err(_) => Ok(DEFAULT_TIMEOUT),
-        Ok(v) => parse_secs(&v).ok_or(VmError::BadEnv {
-            var: "CRIB_VM_TIMEOUT",
-            value: v,
-            expected: "a whole number of seconds > 0",
-        }),
-    }
+    Ok(settings::checked()?.vm_timeout_or_default())
 }
 
 /// Parse a positive whole number of seconds.
@@ -300,9 +286,7 @@ impl Vm {
         // the one every other boot here uses; KVM, VMware and Hyper-V guests skip the test the
         // same way (no_timer_check = 1), a TCG guest is not recognised as any of them.
         k.push("no_timer_check".into());
-        if let Ok(extra) = std::env::var("CRIB_VM_KARGS") {
-            k.extend(extra.split_whitespace().map(str::to_string));
-        }
+        k.extend(settings::get().vm_kargs.iter().cloned());
         k.join(" ")
     }
 
@@ -377,6 +361,8 @@ impl Vm {
     }
 
     fn run_once(&self, argv: &[OsString], transcript: Option<&Path>) -> Result<GuestRun, VmError> {
+        // A typo in any CRIB_* setting fails the run, even one this run would not read.
+        settings::checked()?;
         let timeout = match self.timeout {
             Some(t) => t,
             None => timeout_from_env()?,

@@ -27,7 +27,7 @@ pub struct RawRun {
 pub(super) fn transcript_path(explicit: Option<&Path>) -> Option<PathBuf> {
     explicit
         .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("CRIB_VM_LOG").map(PathBuf::from))
+        .or_else(|| crate::settings::get().vm_log.clone())
 }
 
 /// Write what vmtest (or QEMU's console, `who`) printed, each line with its arrival time, for

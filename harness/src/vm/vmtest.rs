@@ -28,15 +28,9 @@ use crate::kernel::cache_dir;
 /// `-q scripts/qemu-tcg` wrapper then supplies `-accel tcg,thread=multi -cpu max`.
 const TCG_VMTEST_ARGS: &[&str] = &["--arch", "x86_64-tcg"];
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// `scripts/qemu-tcg`, or `$CRIB_QEMU_TCG`.
 pub fn tcg_wrapper() -> PathBuf {
-    std::env::var_os("CRIB_QEMU_TCG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("scripts/qemu-tcg"))
+    crate::settings::get().qemu_tcg.clone()
 }
 
 /// The vmtest binary: `$VMTEST`, else `vmtest` on PATH, else `~/.cargo/bin/vmtest`.
@@ -114,6 +108,7 @@ impl Vm {
     /// `PROMPT_COMMAND`, because vmtest runs no command in this mode. Returns vmtest's exit
     /// code. No timeout.
     pub fn interactive(&self) -> Result<i32, VmError> {
+        crate::settings::checked()?;
         if self.backend_choice()? == Backend::Direct {
             return Err(VmError::InteractiveNeedsVmtest);
         }
