@@ -175,6 +175,27 @@ static bool crib_sk_data_elsewhere(struct sock *sk)
 	return psock;
 }
 
+/*
+ * A private copy of a TCP packet. Packets of the write and retransmit
+ * queues use skb->tcp_tsorted_anchor (tp->tsorted_sent_queue), which shares
+ * its memory with _skb_refdst: copied as it is, the copy would take a
+ * reference on a "dst" that is the list's pointer and drop it when freed.
+ * TCP clears it around its own clones the same way (__tcp_transmit_skb());
+ * the socket is locked, so nothing else looks at the anchor meanwhile.
+ */
+static struct sk_buff *crib_sq_tcp_copy(struct sk_buff *skb,
+					enum crib_sock_queue queue)
+{
+	struct sk_buff *copy;
+
+	if (queue != CRIB_SQ_TCP_RTX && queue != CRIB_SQ_TCP_WRITE)
+		return skb_copy(skb, GFP_KERNEL_ACCOUNT);
+	tcp_skb_tsorted_save(skb) {
+		copy = skb_copy(skb, GFP_KERNEL_ACCOUNT);
+	} tcp_skb_tsorted_restore(skb);
+	return copy;
+}
+
 static int crib_sq_tcp_one(struct crib_sq_snap *snap, struct sk_buff *skb,
 			   enum crib_sock_queue queue, u32 acked)
 {
@@ -185,8 +206,7 @@ static int crib_sq_tcp_one(struct crib_sq_snap *snap, struct sk_buff *skb,
 	/* Bytes below @acked (copied_seq, snd_una) are read or acked. */
 	if (before(tcb->seq, acked))
 		skip = acked - tcb->seq;
-	item = crib_sq_add(snap, skb_copy(skb, GFP_KERNEL_ACCOUNT), queue,
-			   skip);
+	item = crib_sq_add(snap, crib_sq_tcp_copy(skb, queue), queue, skip);
 	if (IS_ERR(item))
 		return PTR_ERR(item);
 	item->seq = tcb->seq;
