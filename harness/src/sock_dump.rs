@@ -420,6 +420,20 @@ fn check_sock_complete(index: usize, s: &SockDump) -> Result<(), DumpError> {
     Ok(())
 }
 
+/// The end record, if `bytes` is one.
+fn end_record(bytes: &[u8]) -> Option<EndRecord> {
+    let hdr: crib_rec_hdr = read_pod(bytes)?;
+    if u32::from(hdr.type_) != CRIB_REC_END || bytes.len() != size_of::<crib_rec_end>() {
+        return None;
+    }
+    let e: crib_rec_end = read_pod(bytes)?;
+    Some(EndRecord {
+        error: e.error,
+        nr_records: e.nr_records,
+        nr_dropped: e.nr_dropped,
+    })
+}
+
 /// Judge one run: only a complete dump is Ok.
 pub fn finish(pid: i32, retval: i32, raw: RawSockDump) -> Result<Vec<SockDump>, DumpError> {
     let incomplete = |reason: String| DumpError::Incomplete { pid, reason };
@@ -503,6 +517,21 @@ impl SockDumper {
     /// Dump every socket of `pid` (or only `fd`), all queues.
     pub fn dump(&self, pid: i32, fd: Option<i32>) -> Result<Vec<SockDump>, DumpError> {
         let (retval, records) = self.run_raw(pid, fd, 0)?;
+        // A run that says it failed (a full ring buffer above all) is reported as such, not as
+        // the gap its lost records leave in the stream.
+        if let Some(end) = records.last().and_then(|r| end_record(r)) {
+            if end.error != 0 || end.nr_dropped != 0 || retval != 0 {
+                let socks = decode_stream(&records).map(|r| r.socks).unwrap_or_default();
+                return finish(
+                    pid,
+                    retval,
+                    RawSockDump {
+                        socks,
+                        end: Some(end),
+                    },
+                );
+            }
+        }
         finish(pid, retval, decode_stream(&records)?)
     }
 

@@ -32,6 +32,7 @@ char _license[] SEC("license") = "GPL";
 #define ESRCH	3
 #define EFAULT	14
 #define ENOSPC	28
+#define E2BIG	7
 
 #define AF_INET		2
 #define AF_INET6	10
@@ -43,8 +44,13 @@ char _license[] SEC("license") = "GPL";
  */
 #define RINGBUF_BYTES	(64 << 20)
 
-/* A packet holds at most 64 KiB of data, skb_copy()ed TCP ones included. */
-#define MAX_CHUNKS	((1 << 17) / CRIB_SOCK_CHUNK)
+/*
+ * Chunks per packet: coalesced TCP packets hold far more than 64 KiB (393,204
+ * bytes were seen in one receive queue packet over lo), so allow a whole
+ * snapshot (CRIB_SQ_MAX_BYTES in kfuncs/crib_sock.c). A packet whose bytes
+ * still do not fit ends the dump with -E2BIG.
+ */
+#define MAX_CHUNKS	((64 << 20) / CRIB_SOCK_CHUNK)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -59,7 +65,7 @@ extern void bpf_task_release(struct task_struct *p) __ksym;
  * across loop iterations, so the nested iterator loops converge (see
  * dump_files.bpf.c).
  */
-__u32 nr_seq, nr_dropped;
+__u32 nr_seq, nr_dropped, item_done;
 __s32 read_err;
 
 /*
@@ -183,6 +189,7 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 			bpf_ringbuf_submit(irec, BPF_RB_NO_WAKEUP);
 		}
 		len = item->len;
+		item_done = 0;
 		bpf_for(i, 0, MAX_CHUNKS) {
 			off = i * CRIB_SOCK_CHUNK;
 			if (off >= len)
@@ -204,7 +211,11 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 			drec->offset = off;
 			drec->len = n;
 			bpf_ringbuf_submit(drec, BPF_RB_NO_WAKEUP);
+			item_done += n;
 		}
+		/* Every byte read (or counted as dropped), else the loop ran out. */
+		if (!read_err && item_done < len && !nr_dropped)
+			read_err = -E2BIG;
 		index++;
 	}
 	bpf_iter_sock_queue_destroy(&qit);
