@@ -287,8 +287,8 @@ pub(crate) fn read_pod<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Decode one ring-buffer record. `index` only labels errors.
-pub fn decode_record(index: usize, bytes: &[u8]) -> Result<(crib_rec_hdr, Record), DumpError> {
+/// The header of ring-buffer record `index`, checked against the record's length.
+pub(crate) fn record_header(index: usize, bytes: &[u8]) -> Result<crib_rec_hdr, DumpError> {
     let bad = |reason: String| DumpError::BadRecord { index, reason };
     let hdr: crib_rec_hdr = read_pod(bytes).ok_or_else(|| {
         bad(format!(
@@ -303,6 +303,13 @@ pub fn decode_record(index: usize, bytes: &[u8]) -> Result<(crib_rec_hdr, Record
             bytes.len()
         )));
     }
+    Ok(hdr)
+}
+
+/// Decode one ring-buffer record. `index` only labels errors.
+pub fn decode_record(index: usize, bytes: &[u8]) -> Result<(crib_rec_hdr, Record), DumpError> {
+    let bad = |reason: String| DumpError::BadRecord { index, reason };
+    let hdr = record_header(index, bytes)?;
     let ty = u32::from(hdr.type_);
     let expect = if ty == CRIB_REC_FILE {
         size_of::<crib_rec_file>()

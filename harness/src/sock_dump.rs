@@ -14,7 +14,7 @@ use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use crate::dump::{read_pod, DumpError, EndRecord, RingbufProgram};
+use crate::dump::{read_pod, record_header, DumpError, EndRecord, RingbufProgram};
 use crate::records::{
     crib_rec_end, crib_rec_hdr, crib_rec_sock, crib_rec_sock_data, crib_rec_sock_item,
     crib_sock_dump_ctx, CRIB_REC_END, CRIB_REC_SOCK, CRIB_REC_SOCK_DATA, CRIB_REC_SOCK_ITEM,
@@ -224,19 +224,7 @@ pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawSockDump, DumpError> {
     let mut end = None;
     for (index, bytes) in records.iter().enumerate() {
         let bad = |reason: String| DumpError::BadRecord { index, reason };
-        let hdr: crib_rec_hdr = read_pod(bytes).ok_or_else(|| {
-            bad(format!(
-                "{} bytes, shorter than a record header",
-                bytes.len()
-            ))
-        })?;
-        if usize::from(hdr.size) != bytes.len() {
-            return Err(bad(format!(
-                "header says {} bytes, ring buffer record has {}",
-                hdr.size,
-                bytes.len()
-            )));
-        }
+        let hdr = record_header(index, bytes)?;
         if hdr.seq as usize != index {
             return Err(bad(format!(
                 "sequence number {} (records lost or reordered)",
