@@ -23,6 +23,7 @@
 #include <bpf/bpf_core_read.h>
 #include "crib_records.h"
 #include "crib_kfuncs.h"
+#include "crib_dump.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -165,24 +166,6 @@ __noinline int fill_file(struct crib_rec_file *rec, __u64 task_addr,
 	return 0;
 }
 
-static __always_inline int emit_end(int error, __u32 seq, __u32 nr, __u32 dropped)
-{
-	struct crib_rec_end *end;
-
-	end = bpf_ringbuf_reserve(&records, sizeof(*end), 0);
-	if (!end)
-		return -ENOSPC;
-	__builtin_memset(end, 0, sizeof(*end));
-	end->hdr.type = CRIB_REC_END;
-	end->hdr.size = sizeof(*end);
-	end->hdr.seq = seq;
-	end->error = error;
-	end->nr_records = nr;
-	end->nr_dropped = dropped;
-	bpf_ringbuf_submit(end, 0);
-	return 0;
-}
-
 /*
  * The counters live in global memory, not in registers: a branch on a
  * counter incremented in the loop makes it precise, and the verifier then
@@ -204,7 +187,7 @@ int crib_dump_files(struct crib_dump_ctx *ctx)
 
 	task = bpf_task_from_vpid(ctx->pid);
 	if (!task) {
-		emit_end(-ESRCH, 0, 0, 0);
+		crib_emit_end(&records, -ESRCH, 0, 0, 0);
 		return -ESRCH;
 	}
 
@@ -241,7 +224,7 @@ int crib_dump_files(struct crib_dump_ctx *ctx)
 	dropped = nr_dropped;
 	if (!err && dropped)
 		err = -ENOSPC;
-	if (emit_end(err, seq, seq, dropped) && !err)
+	if (crib_emit_end(&records, err, seq, seq, dropped) && !err)
 		err = -ENOSPC;
 	return err;
 }

@@ -25,6 +25,7 @@
 #include <bpf/bpf_endian.h>
 #include "crib_records.h"
 #include "crib_kfuncs.h"
+#include "crib_dump.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -221,24 +222,6 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 	bpf_iter_sock_queue_destroy(&qit);
 }
 
-static __always_inline int emit_end(int error, __u32 seq, __u32 nr, __u32 dropped)
-{
-	struct crib_rec_end *end;
-
-	end = bpf_ringbuf_reserve(&records, sizeof(*end), 0);
-	if (!end)
-		return -ENOSPC;
-	__builtin_memset(end, 0, sizeof(*end));
-	end->hdr.type = CRIB_REC_END;
-	end->hdr.size = sizeof(*end);
-	end->hdr.seq = seq;
-	end->error = error;
-	end->nr_records = nr;
-	end->nr_dropped = dropped;
-	bpf_ringbuf_submit(end, 0);
-	return 0;
-}
-
 SEC("syscall")
 int crib_dump_socks(struct crib_sock_dump_ctx *ctx)
 {
@@ -255,7 +238,7 @@ int crib_dump_socks(struct crib_sock_dump_ctx *ctx)
 	read_err = 0;
 	task = bpf_task_from_vpid(ctx->pid);
 	if (!task) {
-		emit_end(-ESRCH, 0, 0, 0);
+		crib_emit_end(&records, -ESRCH, 0, 0, 0);
 		return -ESRCH;
 	}
 
@@ -285,7 +268,7 @@ int crib_dump_socks(struct crib_sock_dump_ctx *ctx)
 	dropped = nr_dropped;
 	if (!err && dropped)
 		err = -ENOSPC;
-	if (emit_end(err, seq, seq, dropped) && !err)
+	if (crib_emit_end(&records, err, seq, seq, dropped) && !err)
 		err = -ENOSPC;
 	return err;
 }
