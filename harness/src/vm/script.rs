@@ -56,6 +56,7 @@ impl Vm {
         }
         let _ = writeln!(s, "rc=$?");
         let _ = writeln!(s, "crib_mark RC \"$rc\"");
+        s.push_str(&teardown_steps(&self.kernel));
         let _ = writeln!(s, "crib_mark DMESG");
         let _ = writeln!(s, "dmesg");
         let _ = writeln!(s, "crib_mark END");
@@ -140,10 +141,53 @@ pub(super) fn setup_steps(kernel: &Kernel) -> String {
             shell_quote(&module.to_string_lossy())
         );
     }
+    // kmemleak (debug variant): forget what boot and setup allocated, so the scan at teardown
+    // reports only what the command leaked.
+    s.push_str(KMEMLEAK_CLEAR);
     // Kernel messages below KERN_EMERG stay in dmesg (collected at the end) instead of
     // interleaving with the command's output on the console; panics and oopses still reach
     // the console (they call console_verbose()).
     s.push_str("dmesg -n 1 2>/dev/null || true\n");
+    s
+}
+
+const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
+
+const KMEMLEAK_CLEAR: &str = "\
+if [ -e /sys/kernel/debug/kmemleak ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; then
+  [ -w /sys/kernel/debug/kmemleak ] && echo clear > /sys/kernel/debug/kmemleak
+fi
+";
+
+/// What runs after the command, before dmesg is collected, so that a report the kernel only
+/// makes once everything is released (an RCU callback freeing a snapshot, a leaked reference,
+/// a leaked object) is in the dmesg the splat scanner reads. Programs and maps die with their
+/// last fd or pin: the command's processes have exited, the bpffs pins go with the unmount.
+/// Unloading the module waits for the programs' RCU-deferred frees (their module reference is
+/// dropped there); a module that stays in use 10 s after that leaked a reference, reported as
+/// a `crib-teardown:` line in dmesg. On kernels with kmemleak, a scan (objects must be 5 s old
+/// to count, so it waits) whose leaks are copied into dmesg.
+pub(super) fn teardown_steps(kernel: &Kernel) -> String {
+    let mut s = String::new();
+    // Lines written to /dev/kmsg are rate limited (10 per 5 s) unless this is on.
+    s.push_str("echo on > /proc/sys/kernel/printk_devkmsg 2>/dev/null\n");
+    s.push_str("umount /sys/fs/bpf 2>/dev/null\n");
+    if kernel.module.is_some() {
+        s.push_str(
+            "i=0; while [ -e /sys/module/crib_kfuncs ] && [ $i -lt 40 ]; do \
+             rmmod crib_kfuncs 2>/dev/null || sleep 0.25; i=$((i + 1)); done\n\
+             if [ -e /sys/module/crib_kfuncs ]; then \
+             echo \"crib-teardown: crib_kfuncs still in use (refcnt \
+             $(cat /sys/module/crib_kfuncs/refcnt 2>/dev/null)) 10 s after the command ended: \
+             a leaked reference\" > /dev/kmsg; fi\n",
+        );
+    }
+    let _ = writeln!(
+        s,
+        "if [ -w {KMEMLEAK} ]; then sleep 6; echo scan > {KMEMLEAK}; echo scan > {KMEMLEAK}; \
+         head -n 300 {KMEMLEAK} | while IFS= read -r l; do echo \"kmemleak-report: $l\" \
+         > /dev/kmsg; done; fi"
+    );
     s
 }
 

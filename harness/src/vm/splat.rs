@@ -28,6 +28,11 @@ pub enum SplatKind {
     Oops,
     Bug,
     Warning,
+    /// kmemleak found objects nobody references (debug variant, scanned at teardown).
+    MemoryLeak,
+    /// The guest's teardown found something still held after the command ended: the module
+    /// would not unload (a leaked reference to it, e.g. a program or file kept alive).
+    TeardownLeak,
 }
 
 /// One kernel report found in a log.
@@ -82,6 +87,11 @@ pub(super) fn splat_patterns() -> &'static [(SplatKind, Regex)] {
                 r"(^|: )BUG: |^kernel BUG at |^BUG \S+ \(.*\): ",
             ),
             (SplatKind::Warning, r"^WARNING: "),
+            (
+                SplatKind::MemoryLeak,
+                r"^kmemleak: \d+ new suspected memory leaks",
+            ),
+            (SplatKind::TeardownLeak, r"^crib-teardown: "),
         ];
         table
             .iter()

@@ -21,7 +21,7 @@ fn kinds(log: &str) -> Vec<SplatKind> {
 
 #[test]
 fn every_pattern_compiles() {
-    assert_eq!(splat_patterns().len(), 17);
+    assert_eq!(splat_patterns().len(), 19);
 }
 
 #[test]
@@ -47,6 +47,35 @@ fn scanner_finds_each_kind_of_real_looking_report_once() {
             Panic,
         ]
     );
+}
+
+#[test]
+fn scanner_finds_what_the_teardown_reports() {
+    let log =
+        "[   40.100000] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)\n\
+               [   40.200000] kmemleak-report: unreferenced object 0xffff888004a3c000 (size 256):\n\
+               [   41.000000] crib-teardown: crib_kfuncs still in use (refcnt 1) 10 s after the \
+               command ended: a leaked reference\n";
+    assert_eq!(
+        kinds(log),
+        vec![SplatKind::MemoryLeak, SplatKind::TeardownLeak]
+    );
+}
+
+#[test]
+fn the_guest_script_tears_down_before_reading_dmesg() {
+    let k = Kernel {
+        module: Some("/k/crib_kfuncs.ko".into()),
+        ..fake_kernel(Flavor::Stock)
+    };
+    let t = super::script::teardown_steps(&k);
+    assert!(t.contains("rmmod crib_kfuncs"), "{t}");
+    assert!(t.contains("echo scan > /sys/kernel/debug/kmemleak"), "{t}");
+    let patched = Kernel {
+        module: None,
+        ..fake_kernel(Flavor::Patched)
+    };
+    assert!(!super::script::teardown_steps(&patched).contains("rmmod"));
 }
 
 #[test]
