@@ -1359,8 +1359,113 @@ fn check_numbered(data: &[u8], tag: u8, m: usize) -> bool {
     data == numbered(tag, k, 1 + k % m)
 }
 
+/// `sockets: used` of /proc/net/sockstat: the number of live `struct socket`s. A socket is
+/// released with the last reference to its file, so a count that does not come back down
+/// after the test's sockets are closed means a leaked file (and so socket) reference.
+fn sockets_used() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/net/sockstat").context("/proc/net/sockstat")?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("sockets: used "))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no 'sockets: used' line in /proc/net/sockstat: {s}"))
+}
+
+/// Unix stream traffic: back-to-back numbered(62, k, 1 + k % 3000) records, one write each
+/// (a unix stream queues one skb per write of this size and never merges them).
+fn unix_stream_writer(fd: OwnedFd, stop: Arc<AtomicBool>) {
+    let mut k = 0usize;
+    let mut out = std::fs::File::from(fd);
+    while !stop.load(Ordering::Relaxed) {
+        if out.write_all(&numbered(62, k, 1 + k % 3000)).is_err() {
+            return;
+        }
+        k += 1;
+        std::thread::sleep(Duration::from_micros(300));
+    }
+}
+
+/// Reads the records back in odd-sized chunks (so the head skb is often partly consumed)
+/// and counts records that are not the next expected one.
+fn unix_stream_reader(fd: OwnedFd, stop: Arc<AtomicBool>, bad: Arc<AtomicU64>) {
+    use std::io::Read;
+    let mut inp = std::fs::File::from(fd);
+    let (mut pending, mut k, mut i) = (Vec::new(), 0usize, 0usize);
+    let mut buf = vec![0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        let n = 1 + (i * 31) % buf.len();
+        i += 1;
+        match inp.read(&mut buf[..n]) {
+            Ok(0) => return,
+            Ok(got) => pending.extend_from_slice(&buf[..got]),
+            Err(_) => continue,
+        }
+        loop {
+            let want = numbered(62, k, 1 + k % 3000);
+            if pending.len() < want.len() {
+                break;
+            }
+            if pending[..want.len()] != want[..] {
+                bad.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            pending.drain(..want.len());
+            k += 1;
+        }
+    }
+}
+
+/// The unix stream receive queue of one dump: every record whole and numbered in order; a
+/// head record partly read (skip > 0) is the tail of the record before the next one.
+fn check_unix_stream(df: &mut Diffs, what: &str, s: &SockDump) -> u64 {
+    let items: Vec<_> = s.queue(Queue::UnixRecv).collect();
+    let mut seen = 0;
+    let mut next_k = None;
+    for (j, i) in items.iter().enumerate() {
+        let w = format!("{what} item {}", i.index);
+        if i.skip == 0 {
+            df.check(&w, check_numbered(&i.data, 62, 3000), || {
+                format!("{} bytes not a numbered record", i.len)
+            });
+            let k = i.data.get(..8).map(|h| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(h);
+                u64::from_le_bytes(b) as usize
+            });
+            if let (Some(want), Some(k)) = (next_k, k) {
+                df.eq(&format!("{w}: record number"), k, want);
+            }
+            next_k = k.map(|k| k + 1);
+        } else {
+            df.eq(&format!("{w}: partly read item position"), j, 0);
+            // Checked against the record that follows it, if there is one.
+            if let Some(k) = items.get(1).and_then(|n| n.data.get(..8)).map(|h| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(h);
+                u64::from_le_bytes(b) as usize
+            }) {
+                let whole = numbered(62, k.wrapping_sub(1), 1 + k.wrapping_sub(1) % 3000);
+                df.check(
+                    &w,
+                    whole.get(i.skip as usize..) == Some(&i.data[..]),
+                    || {
+                        format!(
+                            "{} bytes after {} consumed are not the tail of record {}",
+                            i.len,
+                            i.skip,
+                            k.wrapping_sub(1)
+                        )
+                    },
+                );
+            }
+        }
+        seen += 1;
+    }
+    seen
+}
+
 fn race() -> Result<()> {
     let d = SockDumper::load()?;
+    let used_before = sockets_used()?;
     let stop = Arc::new(AtomicBool::new(false));
     let bad = Arc::new(AtomicU64::new(0));
     let written = Arc::new(AtomicU64::new(0));
@@ -1437,10 +1542,19 @@ fn race() -> Result<()> {
         }));
     }
 
+    // A unix stream, written and read in odd chunks.
+    let (sa, sb) = socketpair(libc::SOCK_STREAM)?;
+    let unix_stream_rx = sb.as_raw_fd();
+    {
+        let (s1, s2, b) = (stop.clone(), stop.clone(), bad.clone());
+        threads.push(std::thread::spawn(move || unix_stream_writer(sa, s1)));
+        threads.push(std::thread::spawn(move || unix_stream_reader(sb, s2, b)));
+    }
+
     let me = std::process::id() as i32;
     let t0 = Instant::now();
     let (mut tcp_seen, mut bytes_seen, mut udp_seen) = (0u64, 0u64, 0u64);
-    let (mut rtx_seen, mut ofo_seen) = (0u64, 0u64);
+    let (mut rtx_seen, mut ofo_seen, mut ustream_seen) = (0u64, 0u64, 0u64);
     let mut failure = None;
     // The bound the dump_files race test has too (CRIB_RACE_TIME_LIMIT).
     let limit = crib_harness::settings::checked()?.race_time_limit;
@@ -1507,6 +1621,8 @@ fn race() -> Result<()> {
                         );
                     }
                 }
+            } else if r.fd == unix_stream_rx as u32 {
+                ustream_seen += check_unix_stream(&mut df, &format!("dump {n} fd {}", r.fd), s);
             } else {
                 let (q, tag, m) = if i32::from(r.family) == libc::AF_UNIX {
                     (Queue::UnixRecv, 61, 3000)
@@ -1543,6 +1659,17 @@ fn race() -> Result<()> {
     for t in threads {
         let _ = t.join();
     }
+    // Every socket of the test is closed now (the threads owned the unix stream pair; the
+    // rest is dropped here); the final fput() may be deferred, so give it a moment.
+    drop((pairs, ua, ub));
+    let mut used_after = sockets_used()?;
+    for _ in 0..50 {
+        if used_after <= used_before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        used_after = sockets_used()?;
+    }
     if let Some(f) = failure {
         bail!("concurrent dumps: {f}");
     }
@@ -1550,11 +1677,19 @@ fn race() -> Result<()> {
         bad.load(Ordering::Relaxed) == 0,
         "the readers saw bytes out of pattern: the dumps disturbed the streams"
     );
+    ensure!(
+        used_after <= used_before,
+        "{} sockets still allocated 5 s after the test closed all of its own \
+         (sockets: used {used_before} before, {used_after} after): a dump leaked a file or \
+         socket reference",
+        used_after - used_before
+    );
     println!(
         "{RACE_DUMPS} dumps in {:.1} s while {} MiB flowed: {tcp_seen} TCP socket records, \
          {bytes_seen} queued TCP bytes checked against the pattern ({rtx_seen} of them \
          sent and unacked, {ofo_seen} out-of-order packets), {udp_seen} UDP and unix \
-         datagrams checked",
+         datagrams and {ustream_seen} unix stream records checked; sockets: used \
+         {used_before} before, {used_after} after",
         elapsed.as_secs_f64(),
         written.load(Ordering::Relaxed) >> 20
     );
