@@ -136,6 +136,14 @@ impl Repair {
     /// retransmit queue and of the write queue from its start (an acked head included).
     pub fn peek_send_queue(&self, max: usize) -> io::Result<Vec<u8>> {
         self.queue(TCP_SEND_QUEUE)?;
+        self.peek(max)
+    }
+
+    /// Up to `max` bytes of the queue [`Self::queue_seq`] selected last, with one
+    /// `recv(MSG_PEEK | MSG_DONTWAIT)` (CRIU's `get_queue()`): the receive queue from
+    /// copied_seq, or the send queue as in [`Self::peek_send_queue`]. An empty queue gives an
+    /// empty buffer when `max` is 0.
+    pub fn peek(&self, max: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; max.max(1)];
         // SAFETY: buf is valid for writes of its length.
         let n = unsafe {
@@ -151,10 +159,7 @@ impl Repair {
             if e.raw_os_error() == Some(libc::EAGAIN) && max == 0 {
                 return Ok(Vec::new());
             }
-            return Err(io::Error::new(
-                e.kind(),
-                format!("repair peek of the send queue: {e}"),
-            ));
+            return Err(io::Error::new(e.kind(), format!("repair-mode peek: {e}")));
         }
         buf.truncate(n as usize);
         Ok(buf)
@@ -234,8 +239,32 @@ pub fn tcp_truth(fd: RawFd) -> io::Result<TcpTruth> {
 }
 
 /// `TCP_INFO`: (state, snd_mss, snd_wscale, rcv_wscale), from the fixed head of
-/// `struct tcp_info` (u8 state at 0, the two 4-bit scales at 6, u32 snd_mss at 16).
+/// `struct tcp_info`.
 pub fn tcp_info(fd: RawFd) -> io::Result<(u8, u32, u8, u8)> {
+    let h = tcp_info_head(fd)?;
+    Ok((h.state, h.snd_mss, h.snd_wscale, h.rcv_wscale))
+}
+
+/// `struct tcp_info`'s options bit for timestamps (`TCPI_OPT_TIMESTAMPS`).
+pub const TCPI_OPT_TIMESTAMPS: u8 = 1;
+/// ... and for window scaling (`TCPI_OPT_WSCALE`).
+pub const TCPI_OPT_WSCALE: u8 = 4;
+
+/// The fixed head of `struct tcp_info`, what CRIU's libsoccr reads of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpInfoHead {
+    pub state: u8,
+    /// `TCPI_OPT_*` bits
+    pub options: u8,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    /// `tp->mss_cache`
+    pub snd_mss: u32,
+}
+
+/// `TCP_INFO`, its fixed head: u8 state at 0, u8 options at 5, the two 4-bit scales at 6,
+/// u32 snd_mss at 16.
+pub fn tcp_info_head(fd: RawFd) -> io::Result<TcpInfoHead> {
     let mut buf = [0u8; 256];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: buf and len are valid for writes of their sizes.
@@ -249,8 +278,13 @@ pub fn tcp_info(fd: RawFd) -> io::Result<(u8, u32, u8, u8)> {
         )
     };
     check(rc, "TCP_INFO")?;
-    let mss = u32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
-    Ok((buf[0], mss, buf[6] & 0xf, buf[6] >> 4))
+    Ok(TcpInfoHead {
+        state: buf[0],
+        options: buf[5],
+        snd_wscale: buf[6] & 0xf,
+        rcv_wscale: buf[6] >> 4,
+        snd_mss: u32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]),
+    })
 }
 
 /// The send queue bytes not yet acked (the last `outq` bytes of the repair peek, `outq` being
