@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cases;
+pub mod criu_dump;
 pub mod dump;
 pub mod file_read;
 pub mod hello;
@@ -11,6 +12,7 @@ pub mod kernel_dir;
 pub mod loader;
 pub mod records;
 pub mod settings;
+pub mod sock_bench;
 pub mod sock_dump;
 pub mod sock_truth;
 pub mod target;
