@@ -3,8 +3,10 @@
 
 pub mod bench;
 pub mod cases;
+pub mod cli;
 pub mod criu_dump;
 pub mod dump;
+pub mod errno;
 pub mod file_read;
 pub mod hello;
 pub mod kernel;
