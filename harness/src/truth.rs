@@ -8,13 +8,18 @@
 //! field and both values.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use rustix::net::sockopt;
+use rustix::process::{self, Pid, PidfdFlags, PidfdGetfdFlags};
 
 use crate::dump::{
     kdev_from_user, FileKind, FileRecord, SockInfo, FMODE_READ, FMODE_WRITE, O_CLOEXEC,
@@ -143,8 +148,8 @@ fn read_fd_with(pid: i32, fd: u32, pidfd: Option<&OwnedFd>) -> Result<FdTruth, T
     let fdinfo_ino: u64 = ino_s.parse().map_err(|_| parse_err("ino", ino_s))?;
 
     // pidfd_getfd() refuses O_PATH fds (EBADF), and they are never sockets
-    let o_path = flags & libc::O_PATH as u32 != 0;
-    let sock = if st.st_mode & libc::S_IFMT == libc::S_IFSOCK && !o_path {
+    let o_path = flags & OFlag::O_PATH.bits() as u32 != 0;
+    let sock = if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFSOCK.bits() && !o_path {
         match pidfd {
             Some(p) => sock_info(p, fd).map_err(io_err(format!("pidfd_getfd({pid}, {fd})")))?,
             None => None,
@@ -170,69 +175,29 @@ fn read_fd_with(pid: i32, fd: u32, pidfd: Option<&OwnedFd>) -> Result<FdTruth, T
     })
 }
 
-fn stat(path: &std::path::Path) -> io::Result<libc::stat> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: c is NUL-terminated, st points to writable memory of the right size.
-    let rc = unsafe { libc::stat(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: stat() succeeded and filled the struct.
-    Ok(unsafe { st.assume_init() })
+fn stat(path: &std::path::Path) -> io::Result<FileStat> {
+    nix::sys::stat::stat(path).map_err(io::Error::from)
 }
 
 /// pidfd_open(2).
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall, no pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from(Errno::EINVAL))?;
+    Ok(process::pidfd_open(pid, PidfdFlags::empty())?)
 }
 
 /// SO_DOMAIN/SO_TYPE/SO_PROTOCOL of fd `fd` of the process behind `pidfd`; None when the fd
 /// is not a socket (an O_PATH fd of a socket inode, for example).
 fn sock_info(pidfd: &OwnedFd, fd: u32) -> io::Result<Option<SockInfo>> {
-    // SAFETY: plain syscall, no pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd we own.
-    let copy = unsafe { OwnedFd::from_raw_fd(rc as i32) };
-    let get = |opt: i32| -> io::Result<Option<u16>> {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: v and len are valid for writes of the sizes given.
-        let rc = unsafe {
-            libc::getsockopt(
-                copy.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENOTSOCK) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        Ok(Some(v as u16))
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from(Errno::EBADF))?;
+    let copy = process::pidfd_getfd(pidfd, fd, PidfdGetfdFlags::empty())?;
+    let not_sock = |e: rustix::io::Errno| e == rustix::io::Errno::NOTSOCK;
+    let family = match sockopt::socket_domain(&copy) {
+        Ok(d) => d.as_raw(),
+        Err(e) if not_sock(e) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
-    let (Some(family), Some(sock_type), Some(protocol)) = (
-        get(libc::SO_DOMAIN)?,
-        get(libc::SO_TYPE)?,
-        get(libc::SO_PROTOCOL)?,
-    ) else {
-        return Ok(None);
-    };
+    let sock_type = sockopt::socket_type(&copy)?.as_raw() as u16;
+    let protocol = sockopt::socket_protocol(&copy)?.map_or(0, |p| p.as_raw().get() as u16);
     Ok(Some(SockInfo {
         family,
         sock_type,
@@ -296,7 +261,7 @@ pub fn compare(rec: &FileRecord, truth: &FdTruth) -> Vec<Mismatch> {
     check("rdev", dev(rec.rdev), dev(kdev_from_user(truth.st_rdev)));
     // anon_inode_getattr() clears the type bits procfs would show
     let i_mode = if truth.kind() == FileKind::Anon {
-        rec.i_mode & !libc::S_IFMT
+        rec.i_mode & !SFlag::S_IFMT.bits()
     } else {
         rec.i_mode
     };
@@ -307,8 +272,8 @@ pub fn compare(rec: &FileRecord, truth: &FdTruth) -> Vec<Mismatch> {
         "f_mode (FMODE_READ/FMODE_WRITE)",
         f_rw(rec.f_mode & FMODE_READ != 0, rec.f_mode & FMODE_WRITE != 0),
         f_rw(
-            truth.link_mode & libc::S_IRUSR != 0,
-            truth.link_mode & libc::S_IWUSR != 0,
+            truth.link_mode & Mode::S_IRUSR.bits() != 0,
+            truth.link_mode & Mode::S_IWUSR.bits() != 0,
         ),
     );
     let sock = |s: Option<SockInfo>| match s {
