@@ -8,6 +8,9 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::RawFd;
 
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
+
 /// include/uapi/linux/tcp.h
 pub const TCP_REPAIR_QUEUE: libc::c_int = 20;
 pub const TCP_RECV_QUEUE: libc::c_int = 1;
@@ -145,23 +148,19 @@ impl Repair {
     /// empty buffer when `max` is 0.
     pub fn peek(&self, max: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; max.max(1)];
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EAGAIN) && max == 0 {
-                return Ok(Vec::new());
+        let n = match recv(
+            self.fd,
+            &mut buf,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) if max == 0 => return Ok(Vec::new()),
+            Err(e) => {
+                let kind = io::Error::from(e).kind();
+                return Err(io::Error::new(kind, format!("repair-mode peek: {e}")));
             }
-            return Err(io::Error::new(e.kind(), format!("repair-mode peek: {e}")));
-        }
-        buf.truncate(n as usize);
+        };
+        buf.truncate(n);
         Ok(buf)
     }
 }
@@ -318,26 +317,20 @@ pub fn peek_stream(fd: RawFd, n: usize) -> io::Result<Vec<u8>> {
     let mut got = 0;
     let res = (|| {
         while got < n {
-            // SAFETY: the tail of out is valid for writes of its length.
-            let r = unsafe {
-                libc::recv(
-                    fd,
-                    out[got..].as_mut_ptr().cast(),
-                    n - got,
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
-            if r <= 0 {
-                return Err(io::Error::other(format!(
-                    "MSG_PEEK at offset {got} of {n}: {}",
-                    if r == 0 {
-                        "end of stream".to_string()
-                    } else {
-                        io::Error::last_os_error().to_string()
-                    }
-                )));
+            let peek = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+            match recv(fd, &mut out[got..], peek) {
+                Ok(0) => {
+                    return Err(io::Error::other(format!(
+                        "MSG_PEEK at offset {got} of {n}: end of stream"
+                    )))
+                }
+                Ok(r) => got += r,
+                Err(e) => {
+                    return Err(io::Error::other(format!(
+                        "MSG_PEEK at offset {got} of {n}: {e}"
+                    )))
+                }
             }
-            got += r as usize;
         }
         Ok(())
     })();
@@ -356,17 +349,14 @@ pub fn read_exact(fd: RawFd, n: usize) -> io::Result<Vec<u8>> {
     let mut out = vec![0u8; n];
     let mut got = 0;
     while got < n {
-        // SAFETY: the tail of out is valid for writes of its length.
-        let r = unsafe { libc::recv(fd, out[got..].as_mut_ptr().cast(), n - got, 0) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+        match recv(fd, &mut out[got..], MsgFlags::empty())? {
+            0 => {
+                return Err(io::Error::other(format!(
+                    "end of stream after {got} of {n}"
+                )))
+            }
+            r => got += r,
         }
-        if r == 0 {
-            return Err(io::Error::other(format!(
-                "end of stream after {got} of {n}"
-            )));
-        }
-        got += r as usize;
     }
     Ok(out)
 }
