@@ -11,15 +11,10 @@ use std::path::Path;
 use super::{Vm, VmError, EXIT_SETUP_FAILED};
 use crate::kernel::Kernel;
 
-/// Quote a string for bash.
+/// Quote a string for bash (shlex; a string with a NUL, which no shell word can hold, becomes
+/// the empty word: the callers refuse such arguments before they get here).
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
+    shlex::try_quote(s).map_or_else(|_| "''".into(), |q| q.into_owned())
 }
 
 impl Vm {

@@ -216,8 +216,8 @@ fn guest_script_sets_up_runs_and_reports_in_order() {
     assert!(pos("insmod") < pos("crib_mark START"));
     assert!(pos("export CRIB_IN_GUEST=1") < pos("crib_mark START"));
     assert!(s.contains("export CRIB_FLAVOR=stock"));
-    assert!(s.contains("export X_Y='a b'"));
-    assert!(pos("crib_mark START") < pos("/bin/echo 'it'\\''s'"));
+    assert!(s.contains(&format!("export X_Y={}", shell_quote("a b"))));
+    assert!(pos("crib_mark START") < pos(&format!("/bin/echo {}", shell_quote("it's"))));
     assert!(pos("/bin/echo") < pos("rc=$?"));
     assert!(pos("rc=$?") < pos("crib_mark DMESG"));
     assert!(s.trim_end().ends_with("exit $rc"));
