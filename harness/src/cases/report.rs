@@ -44,68 +44,15 @@ impl CaseReport {
     }
 }
 
-/// The symbolic name of an errno a BPF load can return, if it is one of those.
-fn errno_symbol(e: i32) -> Option<&'static str> {
-    Some(match e {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::ESRCH => "ESRCH",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::E2BIG => "E2BIG",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::EXDEV => "EXDEV",
-        libc::ENODEV => "ENODEV",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::ENOTTY => "ENOTTY",
-        libc::EFBIG => "EFBIG",
-        libc::ENOSPC => "ENOSPC",
-        libc::ESPIPE => "ESPIPE",
-        libc::EROFS => "EROFS",
-        libc::EMLINK => "EMLINK",
-        libc::ERANGE => "ERANGE",
-        libc::EDEADLK => "EDEADLK",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ENOSYS => "ENOSYS",
-        libc::ELOOP => "ELOOP",
-        libc::ENODATA => "ENODATA",
-        libc::ETIME => "ETIME",
-        libc::EPROTO => "EPROTO",
-        libc::EBADMSG => "EBADMSG",
-        libc::EOVERFLOW => "EOVERFLOW",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EALREADY => "EALREADY",
-        libc::EINPROGRESS => "EINPROGRESS",
-        libc::ECANCELED => "ECANCELED",
-        libc::EOWNERDEAD => "EOWNERDEAD",
-        // Kernel-internal (include/linux/errno.h), which BPF returns to user space at times.
-        524 => "ENOTSUPP",
-        _ => return None,
-    })
-}
-
 /// `EPERM (1: Operation not permitted)`; `errno 600 (Unknown error 600)` for a number
-/// without a name here.
+/// without a name ([`crate::errno::symbol`]).
 pub fn errno_name(e: i32) -> String {
     let text = std::io::Error::from_raw_os_error(e).to_string();
     let text = match text.find(" (os error") {
         Some(i) => &text[..i],
         None => &text,
     };
-    match errno_symbol(e) {
+    match crate::errno::symbol(e) {
         Some(sym) => format!("{sym} ({e}: {text})"),
         None => format!("errno {e} ({text})"),
     }
