@@ -455,19 +455,7 @@ pub fn finish(pid: i32, retval: i32, raw: RawSockDump) -> Result<Vec<SockDump>, 
 
 /// "EOPNOTSUPP (95)" for an errno.
 pub fn errno_str(errno: i32) -> String {
-    let name = match errno {
-        libc::EINVAL => "EINVAL",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
-        libc::ENOMEM => "ENOMEM",
-        libc::E2BIG => "E2BIG",
-        libc::EINTR => "EINTR",
-        libc::ENOSPC => "ENOSPC",
-        libc::ESRCH => "ESRCH",
-        libc::EFAULT => "EFAULT",
-        libc::ENOENT => "ENOENT",
-        _ => "errno",
-    };
+    let name = crate::errno::symbol(errno).unwrap_or_else(|| "errno".into());
     format!("{name} ({errno})")
 }
 
