@@ -1,5 +1,7 @@
 //! Unit tests of the option parser, the statistics, the checks and the report.
 
+use std::ffi::OsString;
+
 use super::*;
 
 fn os(v: &[&str]) -> Vec<OsString> {
