@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -20,6 +19,12 @@ use crib_harness::kernel::Flavor;
 use crib_harness::target::{self, Target, TargetSpec, Tmpfs};
 use crib_harness::truth::{self, FdTruth};
 use crib_harness::vm::guest_test as run;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::kmod::{delete_module, DeleteModuleFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, getpid, pipe2, setgroups, setresgid, setresuid, ForkResult, Gid, Uid};
 
 /// Progress on the guest console (tests under a busy TCG host take minutes).
 fn step(what: &str) {
@@ -409,19 +414,12 @@ fn unload_module(flavor: Flavor) -> Result<()> {
     }
     let started = Instant::now();
     loop {
-        // SAFETY: the name is NUL-terminated; O_NONBLOCK: fail instead of waiting.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_delete_module,
-                c"crib_kfuncs".as_ptr(),
-                libc::O_NONBLOCK,
-            )
+        // O_NONBLOCK: fail instead of waiting.
+        let e = match delete_module(c"crib_kfuncs", DeleteModuleFlags::O_NONBLOCK) {
+            Ok(()) => break,
+            Err(e) => e,
         };
-        if rc == 0 {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        let busy = matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN));
+        let busy = matches!(e, Errno::EBUSY | Errno::EAGAIN);
         ensure!(
             busy && started.elapsed() < Duration::from_secs(20),
             "rmmod crib_kfuncs: {e} after {:?}",
@@ -461,38 +459,37 @@ fn dump_races_with_open_close_dup2_patched() {
 /// Run `f` in a forked child; return the string it produced. The child never returns into
 /// the test harness.
 fn in_child(f: impl FnOnce() -> String) -> Result<String> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for two fds.
-    ensure!(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0,
-        "pipe2"
-    );
-    // SAFETY: pipe2 made two fds we own.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: the child runs `f` and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    ensure!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        drop(r);
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .unwrap_or_else(|_| "ERR: panic in the child".into());
-        let mut w = std::fs::File::from(w);
-        let _ = std::io::Write::write_all(&mut w, out.as_bytes());
-        drop(w);
-        // SAFETY: leave the forked child without running the harness's destructors.
-        unsafe { libc::_exit(0) };
-    }
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+    // SAFETY: the child runs `f` and leaves with _exit; the guest test body that forks is
+    // the only thread that matters to it.
+    let pid = match unsafe { fork() }.context("fork")? {
+        ForkResult::Parent { child } => child,
+        ForkResult::Child => {
+            drop(r);
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| "ERR: panic in the child".into());
+            let mut w = std::fs::File::from(w);
+            let _ = std::io::Write::write_all(&mut w, out.as_bytes());
+            drop(w);
+            exit_child()
+        }
+    };
     drop(w);
     let mut out = String::new();
     std::fs::File::from(r).read_to_string(&mut out)?;
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let status = waitpid(pid, None).context("waitpid")?;
     ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child status {status:#x}"
+        matches!(status, WaitStatus::Exited(_, 0)),
+        "child {status:?}"
     );
     Ok(out)
+}
+
+/// `_exit(0)`: leave a forked child without running the test harness's destructors or
+/// flushing the stdio buffers it inherited.
+fn exit_child() -> ! {
+    // SAFETY: _exit has no preconditions; nix has no wrapper for it.
+    unsafe { libc::_exit(0) }
 }
 
 /// The dump of `pid` must fail with `errno` and a message containing `msg`.
@@ -580,24 +577,20 @@ fn bad_input(flavor: Flavor) -> Result<()> {
 
     // A zombie: exited, not reaped.
     // SAFETY: the child exits at once.
-    let zpid = unsafe { libc::fork() };
-    ensure!(zpid >= 0, "fork");
-    if zpid == 0 {
-        // SAFETY: leave the child at once.
-        unsafe { libc::_exit(0) };
-    }
+    let zpid = match unsafe { fork() }.context("fork")? {
+        ForkResult::Parent { child } => child,
+        ForkResult::Child => exit_child(),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while dump::proc_state(zpid) != Some('Z') {
+    while dump::proc_state(zpid.as_raw()) != Some('Z') {
         ensure!(
             Instant::now() < deadline,
             "child {zpid} did not become a zombie"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let r = expect_errno(&dumper, "zombie", zpid, libc::ESRCH, "is a zombie");
-    let mut st = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(zpid, &mut st, 0) };
+    let r = expect_errno(&dumper, "zombie", zpid.as_raw(), libc::ESRCH, "is a zombie");
+    waitpid(zpid, None).context("reaping the zombie")?;
     r?;
 
     // A kernel thread (kthreadd, usually pid 2).
@@ -614,12 +607,9 @@ fn bad_input(flavor: Flavor) -> Result<()> {
     // while the namespace's own pid 1 dumps fine.
     let me = std::process::id() as i32;
     let out = in_child(|| {
-        // SAFETY: unshare in the forked child only.
-        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-            return format!(
-                "ERR: unshare(CLONE_NEWPID): {}",
-                std::io::Error::last_os_error()
-            );
+        // In the forked child only.
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+            return format!("ERR: unshare(CLONE_NEWPID): {e}");
         }
         match in_child(|| pidns_child(&dumper, me)) {
             Ok(s) => s,
@@ -644,8 +634,7 @@ fn bad_input(flavor: Flavor) -> Result<()> {
 }
 
 fn pidns_child(dumper: &Dumper, outside: i32) -> String {
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
+    let me = getpid().as_raw();
     if me != 1 {
         return format!("ERR: not pid 1 in the new pid namespace (pid {me})");
     }
@@ -685,18 +674,14 @@ fn pidns_child(dumper: &Dumper, outside: i32) -> String {
 }
 
 fn unprivileged_child(dumper: &Dumper, target: i32, flavor: Flavor) -> String {
-    const NOBODY: libc::uid_t = 65534;
-    // SAFETY: credential changes in the forked child only.
-    let rc = unsafe {
-        libc::setgroups(0, std::ptr::null())
-            | libc::setresgid(NOBODY, NOBODY, NOBODY)
-            | libc::setresuid(NOBODY, NOBODY, NOBODY)
-    };
-    if rc != 0 {
-        return format!(
-            "ERR: dropping to uid {NOBODY}: {}",
-            std::io::Error::last_os_error()
-        );
+    const NOBODY: u32 = 65534;
+    // Credential changes in the forked child only.
+    let (uid, gid) = (Uid::from_raw(NOBODY), Gid::from_raw(NOBODY));
+    let dropped = setgroups(&[])
+        .and_then(|()| setresgid(gid, gid, gid))
+        .and_then(|()| setresuid(uid, uid, uid));
+    if let Err(e) = dropped {
+        return format!("ERR: dropping to uid {NOBODY}: {e}");
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let capeff = status
@@ -725,8 +710,7 @@ fn unprivileged_child(dumper: &Dumper, target: i32, flavor: Flavor) -> String {
     }
     // Its own fds, for comparison: allowed in-tree (ptrace_may_access on oneself) and by the
     // module (same thread group).
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
+    let me = getpid().as_raw();
     match dumper.dump(me) {
         Ok(f) => lines.push(format!("{flavor}: nobody may dump itself: {} fds", f.len())),
         Err(e) => return format!("ERR: nobody dumping itself: {e}"),

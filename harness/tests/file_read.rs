@@ -24,11 +24,9 @@
 //! Each test body runs in a guest booted from the built kernel; the host only starts it.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -37,6 +35,9 @@ use crib_harness::file_read::{self, FileReader, Outcome, Via};
 use crib_harness::kernel::Flavor;
 use crib_harness::loader::{self, LoadOpts};
 use crib_harness::vm::guest_test as run;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 const CONTENT: &[u8; 16] = b"crib-read-probe!";
 
@@ -55,13 +56,7 @@ struct Files {
 
 /// A pipe holding [`PIPE_DATA`]: (read end, write end).
 fn pipe_with_data() -> Result<(OwnedFd, OwnedFd)> {
-    let mut p = [0; 2];
-    // SAFETY: p has room for the two fds pipe2() writes.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe2()");
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2()")?;
     let mut wf = fs::File::from(w.try_clone().context("dup of the pipe's write end")?);
     wf.write_all(PIPE_DATA).context("writing into the pipe")?;
     Ok((r, w))
@@ -85,7 +80,7 @@ fn trace_pipe_with_marker() -> Result<OwnedFd> {
     fs::write(tracefs.join("tracing_on"), "1").context("tracing_on")?;
     let pipe = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
         .open(tracefs.join("trace_pipe"))
         .context("opening trace_pipe")?;
     fs::write(tracefs.join("trace_marker"), TRACE_MARKER).context("writing trace_marker")?;
@@ -102,12 +97,11 @@ fn check_trace_pipe_intact(files: &Files) -> Result<()> {
     let mut all = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
-        // SAFETY: fd is an open fd; buf is valid for buf.len() bytes.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
+        // O_NONBLOCK: EAGAIN once the trace is drained.
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
         }
-        all.extend_from_slice(&buf[..n as usize]);
     }
     let text = String::from_utf8_lossy(&all);
     ensure!(
@@ -126,15 +120,9 @@ fn check_pipe_intact(files: &Files) -> Result<()> {
         .find(|(m, _)| *m == "pipe")
         .context("no pipe among the files under test")?;
     let mut buf = vec![0u8; PIPE_DATA.len() + 16];
-    // SAFETY: r is an open fd; buf is valid for buf.len() bytes. O_NONBLOCK is not set, but
-    // the pipe holds data, so read() returns at once.
-    let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    ensure!(
-        n >= 0,
-        "reading the pipe back: {}",
-        std::io::Error::last_os_error()
-    );
-    let got = &buf[..n as usize];
+    // O_NONBLOCK is not set, but the pipe holds data, so read() returns at once.
+    let n = nix::unistd::read(r, &mut buf).context("reading the pipe back")?;
+    let got = &buf[..n];
     ensure!(
         got == PIPE_DATA,
         "the pipe lost data to the programs: holds {:?}, expected {:?}",
@@ -146,15 +134,8 @@ fn check_pipe_intact(files: &Files) -> Result<()> {
 }
 
 fn open_path(path: &Path) -> Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")?;
-    // SAFETY: c is a valid NUL-terminated path; the fd is owned by the OwnedFd below.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("open({}, O_PATH)", path.display()));
-    }
-    // SAFETY: fd was just returned by open() and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .with_context(|| format!("open({}, O_PATH)", path.display()))
 }
 
 fn open_files(dir: &Path) -> Result<Files> {
@@ -258,9 +239,9 @@ fn patched(_: Flavor) -> Result<()> {
     let files = open_files(dir)?;
     check(Via::ItemFile, &files, |mode| match mode {
         "O_RDONLY" | "O_RDWR" => readable(),
-        "pipe" => Outcome::DynptrRefused(libc::EINVAL),
-        "trace_pipe" => Outcome::DynptrRefused(libc::ESPIPE),
-        _ => Outcome::DynptrRefused(libc::EBADF),
+        "pipe" => Outcome::DynptrRefused(Errno::EINVAL as i32),
+        "trace_pipe" => Outcome::DynptrRefused(Errno::ESPIPE as i32),
+        _ => Outcome::DynptrRefused(Errno::EBADF as i32),
     })?;
     check(Via::GetFile, &files, get_file_expect)?;
     check_pipe_intact(&files)?;

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -279,14 +278,9 @@ fn shared_batch(flavor: Flavor, run_id: &str) -> Result<String, String> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    // SAFETY: flock on an fd we own; released when `lock` is closed.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(format!(
-            "flock {}: {}",
-            lock_path.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
+    // Released when `_lock` is dropped, at the end of this function.
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("flock {}: {e}", lock_path.display()))?;
     if let Ok(t) = std::fs::read_to_string(&res_path) {
         return Ok(t);
     }
