@@ -1,6 +1,7 @@
 //! The first program through the whole chain (`selftests/progs/hello.bpf.c`): run once with
-//! BPF_PROG_RUN and a context, call the CRIB ABI kfunc, return one record through the ring
-//! buffer. Used by `tests/hello.rs` (which compares it with procfs) and by `crib demo`.
+//! BPF_PROG_RUN and a context holding an fd of [`FILE`], look that fd up with the CRIB kfunc
+//! `bpf_fget_task()`, return one record through the ring buffer. Used by `tests/hello.rs`
+//! (which compares it with procfs and `stat`) and by `crib demo`.
 
 use std::mem::size_of;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ use crate::records::{crib_hello_ctx, crib_rec_hello, CRIB_REC_HELLO};
 pub const OBJ_FILE: &str = "hello.bpf.o";
 pub const PROG_NAME: &str = "crib_hello";
 pub const MAP_NAME: &str = "records";
+/// The file whose fd [`run`] passes in: a regular file open for reading (the running
+/// executable), so `bpf_fget_task()` hands out a reference to it.
+pub const FILE: &str = "/proc/self/exe";
 
 #[derive(Debug, Error)]
 pub enum HelloError {
@@ -29,6 +33,8 @@ pub enum HelloError {
         msg: String,
         log_tail: String,
     },
+    #[error("opening {FILE}: {0}")]
+    Open(std::io::Error),
     #[error("{0}: program or ring buffer missing from the loaded object")]
     Missing(PathBuf),
     #[error("{PROG_NAME} returned {0} (a negative errno)")]
@@ -43,7 +49,9 @@ pub enum HelloError {
 #[derive(Debug, Clone, Copy)]
 pub struct Hello {
     pub cookie: u64,
-    pub abi_version: u32,
+    /// Inode number of the file `bpf_fget_task()` found at the fd [`run`] passed (of
+    /// [`FILE`]); 0 if it returned NULL.
+    pub ino: u64,
     pub pid: u32,
     pub tgid: u32,
     pub uid: u32,
@@ -89,7 +97,7 @@ pub fn decode(raw: &[u8]) -> Result<Hello, HelloError> {
     }
     Ok(Hello {
         cookie: rec.cookie,
-        abi_version: rec.abi_version,
+        ino: rec.ino,
         pid: rec.pid,
         tgid: rec.tgid,
         uid: rec.uid,
@@ -97,8 +105,8 @@ pub fn decode(raw: &[u8]) -> Result<Hello, HelloError> {
     })
 }
 
-/// Load `hello.bpf.o` from the harness's object directory, run it once with `cookie` in its
-/// context, and return the decoded record.
+/// Load `hello.bpf.o` from the harness's object directory, run it once with `cookie` and an fd
+/// of [`FILE`] in its context, and return the decoded record.
 pub fn run(cookie: u64) -> Result<Hello, HelloError> {
     run_from(&Path::new(crate::BPF_DIR).join(OBJ_FILE), cookie)
 }
@@ -121,7 +129,12 @@ pub fn run_from(obj: &Path, cookie: u64) -> Result<Hello, HelloError> {
         .maps()
         .find(|m| m.name() == MAP_NAME)
         .ok_or_else(missing)?;
-    let mut ctx = crib_hello_ctx { cookie };
+    let file = std::fs::File::open(FILE).map_err(HelloError::Open)?;
+    let mut ctx = crib_hello_ctx {
+        cookie,
+        fd: std::os::fd::AsRawFd::as_raw_fd(&file),
+        pad: 0,
+    };
     let ret = loader::run_syscall(&prog, &mut ctx)?;
     if ret != 0 {
         return Err(HelloError::Failed(ret));
@@ -141,7 +154,7 @@ mod tests {
         let mut rec = crib_rec_hello::default();
         rec.hdr.type_ = type_;
         rec.hdr.size = size;
-        rec.abi_version = 0x10001;
+        rec.ino = 0x1234;
         rec.comm[..4].copy_from_slice(&[b'c' as _, b'r' as _, b'i' as _, b'b' as _]);
         // SAFETY: crib_rec_hello is plain old data; we view it as bytes.
         unsafe {
@@ -160,7 +173,7 @@ mod tests {
             size_of::<crib_rec_hello>() as u16,
         ))
         .unwrap();
-        assert_eq!(h.abi_version, 0x10001);
+        assert_eq!(h.ino, 0x1234);
         assert_eq!(h.comm(), "crib");
     }
 

@@ -66,7 +66,7 @@ pub const INTERNAL: &[Var] = &[
     var("CRIB_FLAVOR", "-", "the guest kernel's flavor, `stock` or `patched`"),
     var("CRIB_GUEST_KERNEL_*", "-", "the kernel the guest booted (`DIR`, `BZIMAGE`, `VMLINUX`, `VMLINUX_H`, `RELEASE`, `BASE`, `MODULE`), so a guest test need not look it up again"),
     var("CRIB_VERIFIER_BATCH", "-", "the flavor whose verifier cases a guest runs in one batch"),
-    var("CRIB_EXPECT_ABI", "-", "the module ABI the `stale_kernel` test expects its guest to see"),
+    var("CRIB_EXPECT_PROBE", "-", "what `bpf_crib_stale_probe()` returns in the `stale_kernel` test's edited module"),
     var("CRIB_EXPECT_RELEASE", "-", "the kernel release the `kernel_dir` test expects its guest to run"),
     var("CRIB_BPF_DIR", "-", "compile time: where build.rs put the BPF objects"),
     var("CRIB_ROOT", "-", "`scripts/lib.sh`: the checkout"),

@@ -1,31 +1,15 @@
 //! The whole chain once: a `SEC("syscall")` program compiled against the built kernel's
-//! vmlinux.h, loaded with libbpf-rs, run with BPF_PROG_RUN and a context struct, calling the CRIB
+//! vmlinux.h, loaded with libbpf-rs, run with BPF_PROG_RUN and a context struct, calling a CRIB
 //! kfunc (module on stock, built in on patched) and emitting a record into a ring buffer that is
 //! decoded with the bindgen types of `selftests/include/crib_records.h`. Each test body runs in a
 //! guest booted from the freshly built kernel; on the host it only starts that guest.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 
 use anyhow::{ensure, Context, Result};
 use crib_harness::kernel::{Flavor, Kernel};
 use crib_harness::vm;
 use rstest::rstest;
-
-/// CRIB_ABI_VERSION as kfuncs/crib.h defines it: the source is the ground truth.
-fn abi_version_from_source() -> Result<u32> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kfuncs/crib.h");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let define = |name: &str| -> Result<u32> {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("#define "))
-            .filter_map(|l| l.split_once(char::is_whitespace))
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .with_context(|| format!("no numeric #define {name} in {}", path.display()))
-    };
-    Ok((define("CRIB_ABI_MAJOR")? << 16) | define("CRIB_ABI_MINOR")?)
-}
 
 fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions.
@@ -57,9 +41,12 @@ fn hello_in_guest(flavor: Flavor) -> Result<()> {
             format!("{cookie:#x}"),
         ),
         (
-            "abi_version",
-            format!("{:#x}", rec.abi_version),
-            format!("{:#x}", abi_version_from_source()?),
+            "ino",
+            rec.ino.to_string(),
+            std::fs::metadata(crib_harness::hello::FILE)
+                .with_context(|| format!("stat {}", crib_harness::hello::FILE))?
+                .ino()
+                .to_string(),
         ),
         ("tgid", rec.tgid.to_string(), std::process::id().to_string()),
         ("pid", rec.pid.to_string(), gettid().to_string()),

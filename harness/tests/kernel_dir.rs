@@ -4,6 +4,7 @@
 //! against that tree itself; the patched one is recognised by its BTF. Each then runs the hello
 //! program in a guest booted from that directory's bzImage.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
@@ -33,11 +34,15 @@ fn in_guest() -> Result<()> {
         "guest runs '{release}', the build directory's kernel is '{want}'"
     );
     let rec = crib_harness::hello::run(0xd1)?;
-    ensure!(rec.abi_version >> 16 >= 1, "abi {:#x}", rec.abi_version);
-    println!(
-        "kernel {release}: bpf_crib_abi_version() = {:#x}",
-        rec.abi_version
+    let ino = std::fs::metadata(crib_harness::hello::FILE)
+        .context("stat of the hello program's file")?
+        .ino();
+    ensure!(
+        rec.ino == ino,
+        "bpf_fget_task() found inode {}, stat says {ino}",
+        rec.ino
     );
+    println!("kernel {release}: bpf_fget_task() found inode {ino}");
     Ok(())
 }
 

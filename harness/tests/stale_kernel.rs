@@ -1,9 +1,11 @@
 //! The developer's loop: edit a kfunc, run the tests, and the tests run the edit.
 //!
-//! A copy of this checkout gets a changed kfunc (`bpf_crib_abi_version()` returns another
-//! value). Before a build the harness refuses the cached kernel for that tree and names
-//! `kfuncs/`; `scripts/build` of the copy (what nextest's `build-kernels` setup script runs)
-//! builds its module; a guest booted with that module reports the new value. The patched
+//! A copy of this checkout gets a new kfunc, `bpf_crib_stale_probe()`, that returns a value
+//! chosen by this run. Before a build the harness refuses the cached kernel for that tree and
+//! names `kfuncs/`; `scripts/build` of the copy (what nextest's `build-kernels` setup script
+//! runs) builds its module; in a guest booted with that module `stale_probe.bpf.o` finds the
+//! kfunc (`bpf_ksym_exists()`) and gets the value. Any other module lacks the kfunc, and the
+//! program says so (-ENOENT). The patched
 //! kernel takes the same path (kfuncs/ is built over the series) but costs minutes of
 //! incremental build, so this test covers the module, where a stale build was silent before.
 
@@ -12,6 +14,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use crib_harness::kernel::{cache_dir, variant, Exports, Flavor, Kernel, KernelError};
+use crib_harness::loader::{self, LoadOpts};
 use crib_harness::vm::{self, Vm};
 
 const TEST: &str = "edited_kfunc_is_what_the_next_run_tests_stock";
@@ -50,46 +53,50 @@ fn copy_checkout(dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Give the copy's `bpf_crib_abi_version()` a new minor version; returns the new ABI value.
-fn edit_kfunc(tree: &Path) -> Result<u32> {
-    let path = tree.join("kfuncs/crib.h");
+/// Add `bpf_crib_stale_probe()`, returning `value`, to the copy's kfunc set.
+fn edit_kfunc(tree: &Path, value: u32) -> Result<()> {
+    let path = tree.join("kfuncs/crib_main.c");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let (mut major, mut edited) = (None, None);
-    let mut out = String::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("#define"), Some("CRIB_ABI_MAJOR"), Some(v)) => major = v.parse::<u32>().ok(),
-            (Some("#define"), Some("CRIB_ABI_MINOR"), Some(v)) => {
-                let minor = v.parse::<u32>().context("CRIB_ABI_MINOR")? + 0x7e5;
-                out.push_str(&format!("#define CRIB_ABI_MINOR\t{minor}\n"));
-                edited = Some(minor);
-                continue;
-            }
-            _ => {}
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    let (Some(major), Some(minor)) = (major, edited) else {
-        bail!(
-            "{} no longer defines CRIB_ABI_MAJOR/MINOR: point this test at another kfunc",
-            path.display()
-        );
-    };
-    std::fs::write(&path, out).with_context(|| path.display().to_string())?;
-    Ok((major << 16) | minor)
+    const SET: &str = "BTF_KFUNCS_START(crib_kfunc_ids)\n";
+    ensure!(
+        text.matches(SET).count() == 1,
+        "{} no longer has one `{}`: point this test at the kfunc set",
+        path.display(),
+        SET.trim_end()
+    );
+    let kfunc = format!(
+        "__bpf_kfunc_start_defs();\n\n\
+         __bpf_kfunc u32 bpf_crib_stale_probe(void)\n{{\n\treturn {value:#x};\n}}\n\n\
+         __bpf_kfunc_end_defs();\n\n\
+         {SET}BTF_ID_FLAGS(func, bpf_crib_stale_probe)\n"
+    );
+    std::fs::write(&path, text.replace(SET, &kfunc)).with_context(|| path.display().to_string())
 }
 
-/// In the guest: the ABI version the loaded kfunc set reports.
-fn report_abi_in_guest() -> Result<()> {
-    let want = std::env::var("CRIB_EXPECT_ABI").context("CRIB_EXPECT_ABI not passed")?;
-    let rec = crib_harness::hello::run(0x57a1e)?;
-    let got = format!("{:#x}", rec.abi_version);
-    println!("bpf_crib_abi_version() = {got}");
+/// In the guest: what the loaded kfunc set's `bpf_crib_stale_probe()` returns.
+fn report_probe_in_guest() -> Result<()> {
+    let want = std::env::var("CRIB_EXPECT_PROBE").context("CRIB_EXPECT_PROBE not passed")?;
+    let obj = Path::new(crib_harness::BPF_DIR).join("stale_probe.bpf.o");
+    let loaded = loader::load_one(&obj, "crib_stale_probe", &LoadOpts::default())?;
+    if let Some((errno, msg)) = &loaded.error {
+        bail!(
+            "crib_stale_probe was rejected (errno {errno}: {msg}):\n{}",
+            loaded.log
+        );
+    }
+    let object = loaded.object.as_ref().context("no object")?;
+    let prog = loader::find_prog(object, "crib_stale_probe").context("no program")?;
+    let got = loader::run_syscall(&prog, &mut 0u64)?;
+    let got = if got < 0 {
+        format!("{got} (no such kfunc)")
+    } else {
+        format!("{got:#x}")
+    };
+    println!("bpf_crib_stale_probe() = {got}");
     ensure!(
         got == want,
-        "the guest's kfunc returned {got}, the edited source says {want}: the run did not test the edit"
+        "the guest's kfunc set returned {got}, the edited source says {want}: the run did not \
+         test the edit"
     );
     Ok(())
 }
@@ -102,7 +109,8 @@ fn on_host() -> Result<()> {
         .tempdir_in(&cache)
         .context("temporary checkout in the cache")?;
     copy_checkout(copy.path())?;
-    let abi = edit_kfunc(copy.path())?;
+    let probe = 0x5a1e_0000 | (std::process::id() & 0xffff);
+    edit_kfunc(copy.path(), probe)?;
 
     // Before a build: the cached module is not the copy's, and the harness says so.
     match Kernel::locate_for_tree(copy.path(), &cache, &variant, Flavor::Stock) {
@@ -141,7 +149,7 @@ fn on_host() -> Result<()> {
     );
     let exe = std::env::current_exe().context("current_exe")?;
     let run = Vm::new(&kernel)
-        .env("CRIB_EXPECT_ABI", format!("{abi:#x}"))
+        .env("CRIB_EXPECT_PROBE", format!("{probe:#x}"))
         .run(&vm::argv(&[
             exe.as_os_str(),
             "--exact".as_ref(),
@@ -165,7 +173,7 @@ fn on_host() -> Result<()> {
 #[test]
 fn edited_kfunc_is_what_the_next_run_tests_stock() {
     let result = if vm::in_guest() {
-        report_abi_in_guest()
+        report_probe_in_guest()
     } else {
         on_host()
     };

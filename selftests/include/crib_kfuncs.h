@@ -9,8 +9,8 @@
  * Against a patched kernel whose vmlinux.h already has the CRIB types,
  * define CRIB_HAVE_VMLINUX_TYPES before including this header.
  *
- * ABI 1.1 (bpf_crib_abi_version() == 0x10001) added the task_file kfuncs,
- * ABI 1.2 (0x10002) the socket and socket queue kfuncs.
+ * There is no version kfunc: kfuncs are not a stable ABI. A program that
+ * can do without one tests for it with bpf_ksym_exists().
  */
 #ifndef __CRIB_KFUNCS_H
 #define __CRIB_KFUNCS_H
@@ -83,8 +83,6 @@ struct crib_sock_queue_info {
 #define CRIB_SQ_F_SYN		(1U << 1)
 #define CRIB_SQ_F_OOB		(1U << 2)
 #define CRIB_SQ_F_V6		(1U << 3)
-
-extern __u32 bpf_crib_abi_version(void) __ksym __weak;
 
 /*
  * Iterate over the open files of @task, in descriptor order.

@@ -35,16 +35,19 @@ struct crib_rec_hdr {
 /* Context of the hello program. */
 struct crib_hello_ctx {
 	__u64 cookie;		/* echoed back in the record */
+	__s32 fd;		/* a regular file the caller opened for reading */
+	__u32 pad;
 };
 
-/* Who ran the program, and which CRIB ABI the kernel provides. */
+/* Who ran the program, and what a CRIB kfunc found at ctx->fd. */
 struct crib_rec_hello {
 	struct crib_rec_hdr hdr;
 	__u64 cookie;
-	__u32 abi_version;	/* bpf_crib_abi_version() */
+	__u64 ino;		/* i_ino of bpf_fget_task(current, fd); 0: NULL */
 	__u32 pid;		/* thread id, as the kernel sees it (init pid ns) */
 	__u32 tgid;
 	__u32 uid;
+	__u32 pad;
 	char comm[CRIB_COMM_LEN];
 };
 

@@ -107,11 +107,17 @@ int tf_socket_iter(void *ctx)
 }
 
 SEC("socket")
-__description("socket filter program calling bpf_crib_abi_version()")
-__failure __msg("calling kernel function bpf_crib_abi_version is not allowed")
-int tf_socket_abi_version(void *ctx)
+__description("socket filter program calling bpf_fget_task()")
+__failure __msg("calling kernel function bpf_fget_task is not allowed")
+int tf_socket_fget_task(void *ctx)
 {
-	return bpf_crib_abi_version();
+	struct file *f;
+
+	/* refused at the call, before the NULL task is looked at */
+	f = bpf_fget_task(NULL, 0);
+	if (f)
+		bpf_crib_put_file(f);
+	return 0;
 }
 
 /* ---- capabilities ----------------------------------------------------------- */

@@ -377,12 +377,15 @@ mod tests {
         assert!(ksym_externs(&built_object("hello.bpf.o"))
             .unwrap_or_else(|e| panic!("{e}"))
             .iter()
-            .any(|k| k.name == "bpf_crib_abi_version"));
+            .any(|k| k.name == "bpf_fget_task"));
     }
 
     #[test]
     fn stems() {
-        assert_eq!(object_stem(Path::new("/a/abi_basic.bpf.o")), "abi_basic");
+        assert_eq!(
+            object_stem(Path::new("/a/runner_basic.bpf.o")),
+            "runner_basic"
+        );
         assert_eq!(object_stem(Path::new("verifier_and.o")), "verifier_and");
     }
 }

@@ -37,9 +37,9 @@ pub fn run(_: &DemoArgs) -> Result<i32> {
     let me = std::process::id();
     let h = hello::run(u64::from(me)).context("running the hello program")?;
     println!(
-        "  hello: CRIB ABI {}.{}, run by pid {} tgid {} uid {} comm {:?}",
-        h.abi_version >> 16,
-        h.abi_version & 0xffff,
+        "  hello: bpf_fget_task() found inode {} of {}, run by pid {} tgid {} uid {} comm {:?}",
+        h.ino,
+        hello::FILE,
         h.pid,
         h.tgid,
         h.uid,

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Verifier-acceptance cases for the one kfunc the module has today,
- * bpf_crib_abi_version(), and for the runner itself (ordered __msg,
- * {{regex}}, __not_msg, __log_level, unprivileged mode).
+ * The smallest cases for a CRIB kfunc (which program types may call one),
+ * and for the runner itself (ordered __msg, {{regex}}, __not_msg,
+ * __log_level, __retval, unprivileged mode).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -12,51 +12,61 @@
 char _license[] SEC("license") = "GPL";
 
 /*
- * CRIB_ABI_VERSION of kfuncs/crib.h: major in bits 31-16. Only the major is
- * pinned here (minor bumps add kfuncs); tests/hello.rs checks the exact value
- * against the header.
+ * A CRIB kfunc from a SYSCALL program, with a result fixed by the kfunc's
+ * contract: the getter reports -ENOENT before next() gave an element.
  */
 SEC("syscall")
-__description("bpf_crib_abi_version() from a SYSCALL program: ABI major 1")
-__success __retval(1)
-int abi_version_retval(void *ctx)
+__description("a CRIB kfunc from a SYSCALL program: get_fd() before next() is -ENOENT")
+__success __retval(-2)
+int get_fd_before_next(void *ctx)
 {
-	return bpf_crib_abi_version() >> 16;
+	struct bpf_iter_task_file it;
+	int fd;
+
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	fd = bpf_iter_task_file_get_fd(&it);
+	bpf_iter_task_file_destroy(&it);
+	return fd;
 }
 
 /* The kfunc set is registered for BPF_PROG_TYPE_SYSCALL only. */
 SEC("socket")
-__description("bpf_crib_abi_version() is not callable from a socket filter")
-__failure __msg("calling kernel function bpf_crib_abi_version is not allowed")
-int abi_version_from_socket(struct __sk_buff *skb)
+__description("bpf_iter_task_file_get_fd() is not callable from a socket filter")
+__failure __msg("calling kernel function bpf_iter_task_file_get_fd is not allowed")
+int get_fd_from_socket(struct __sk_buff *skb)
 {
-	return bpf_crib_abi_version();
+	struct bpf_iter_task_file it;
+
+	/* refused at the call, before the iterator argument is looked at */
+	return bpf_iter_task_file_get_fd(&it);
 }
 
 /* ... nor from tracing programs. */
 SEC("kprobe/do_sys_openat2")
-__description("bpf_crib_abi_version() is not callable from a kprobe")
-__failure __msg("calling kernel function bpf_crib_abi_version is not allowed")
-int abi_version_from_kprobe(void *ctx)
+__description("bpf_iter_task_file_get_fd() is not callable from a kprobe")
+__failure __msg("calling kernel function bpf_iter_task_file_get_fd is not allowed")
+int get_fd_from_kprobe(void *ctx)
 {
-	return bpf_crib_abi_version();
+	struct bpf_iter_task_file it;
+
+	return bpf_iter_task_file_get_fd(&it);
 }
 
 /*
  * Level 2 adds the liveness dump and the state after every instruction: the
- * kfunc's u32 result is an unknown scalar, the mask bounds it to 16 bits.
+ * helper's result is an unknown scalar, the mask bounds it to 16 bits.
  */
 SEC("syscall")
-__description("level-2 log shows the kfunc call and the bounded result")
+__description("level-2 log shows the helper call and the bounded result")
 __success __log_level(2)
 __msg("Live regs before insn:")
-__msg("0: (85) call bpf_crib_abi_version#{{[0-9]+}}{{ +}}; R0{{(_w)?}}=scalar()")
+__msg("0: (85) call bpf_get_prandom_u32#7{{ +}}; R0{{(_w)?}}=scalar()")
 __msg("1: (54) w0 &= 65535{{ +}}; R0{{(_w)?}}=scalar(smin=smin32=0,smax=umax=smax32=umax32=0xffff,var_off=(0x0; 0xffff))")
 __msg("processed 3 insns")
 __retval(POINTER_VALUE)
-int abi_version_minor(void *ctx)
+int prandom_masked(void *ctx)
 {
-	return bpf_crib_abi_version() & 0xffff;
+	return bpf_get_prandom_u32() & 0xffff;
 }
 
 /*
