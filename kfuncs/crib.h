@@ -11,23 +11,13 @@
 #include <linux/types.h>
 
 /*
- * ABI version of the CRIB kfunc set as seen by BPF programs: major in the
- * upper 16 bits, minor in the lower 16. A minor bump adds kfuncs or
- * iterator fields; a major bump changes existing ones. 1.1 added the
- * task_file kfuncs, 1.2 the socket and socket queue kfuncs.
- */
-#define CRIB_ABI_MAJOR	1
-#define CRIB_ABI_MINOR	2
-#define CRIB_ABI_VERSION	((CRIB_ABI_MAJOR << 16) | CRIB_ABI_MINOR)
-
-/*
- * Open-coded iterator over the files of one task (ABI 1.1).
+ * Open-coded iterator over the files of one task.
  *
  * struct bpf_iter_task_file is the opaque state a BPF program keeps on its
  * stack; struct bpf_iter_task_file_item is what bpf_iter_task_file_next()
- * returns a pointer to (it lives inside that state). Both layouts are part
- * of the ABI: programs built against the module find them in the module's
- * BTF, or in their own copy of the declarations.
+ * returns a pointer to (it lives inside that state). Programs find both in
+ * the kernel's (or the module's) BTF, or use their own copy with CO-RE;
+ * which kfuncs exist they test with bpf_ksym_exists().
  */
 struct task_struct;
 struct file;
@@ -60,7 +50,7 @@ struct bpf_iter_task_file {
 struct file *crib_iter_task_file_cur(struct bpf_iter_task_file *it);
 
 /*
- * Open-coded iterator over the queued packets of one socket (ABI 1.2).
+ * Open-coded iterator over the queued packets of one socket.
  *
  * Queues, in the order a walk yields them. CRIB_SQ_TCP_* are the queues of
  * a TCP socket, CRIB_SQ_UDP_* of a UDP one (IPv4 or IPv6),

@@ -16,25 +16,7 @@
 
 #include "crib.h"
 
-__bpf_kfunc_start_defs();
-
-/**
- * bpf_crib_abi_version() - ABI version of the loaded CRIB kfunc set
- *
- * Lets a program (or its loader, through a test run) check which CRIB kfuncs
- * and iterator layouts the running kernel or module provides.
- *
- * Return: CRIB_ABI_VERSION, major in bits 31-16 and minor in bits 15-0.
- */
-__bpf_kfunc u32 bpf_crib_abi_version(void)
-{
-	return CRIB_ABI_VERSION;
-}
-
-__bpf_kfunc_end_defs();
-
 BTF_KFUNCS_START(crib_kfunc_ids)
-BTF_ID_FLAGS(func, bpf_crib_abi_version)
 BTF_ID_FLAGS(func, bpf_iter_task_file_new, KF_ITER_NEW)
 BTF_ID_FLAGS(func, bpf_iter_task_file_next,
 	     KF_ITER_NEXT | KF_RET_NULL | KF_ITER_NEXT_SCOPED)

@@ -11,7 +11,7 @@
 //!   none); `item->file` passed directly is rejected by the verifier.
 //! - patched: `item->file` is trusted for the step (KF_ITER_NEXT_SCOPED) whatever the file,
 //!   and `bpf_dynptr_from_file()` refuses files not open for reading (EBADF) and files that
-//!   are not regular (EINVAL; kernel-patches/0002).
+//!   are not regular (EINVAL; kernel-patches/0001).
 //!
 //! - On both, a regular file without pread(2) semantics (opened with `nonseekable_open()` or
 //!   `stream_open()`: tracefs's `trace_pipe` here, a FUSE `FOPEN_STREAM` file elsewhere) is
