@@ -27,6 +27,7 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     Bench(cli::bench::BenchArgs),
     Dump(cli::dump::DumpArgs),
+    BenchSocks(cli::bench_socks::BenchSocksArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => cli::demo::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Dump(a) => cli::dump::run(a),
+        Command::BenchSocks(a) => cli::bench_socks::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -74,6 +76,17 @@ mod tests {
     #[test]
     fn the_cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_socks_takes_a_list_of_sizes() {
+        match parse(&["bench-socks", "--sockets", "20,300", "--rounds", "2"]) {
+            Ok(Command::BenchSocks(a)) => {
+                assert_eq!((a.sockets, a.rounds), (vec![20, 300], 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["bench-socks", "--sockets", "0"]).is_err());
     }
 
     #[test]
