@@ -16,7 +16,9 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use crib_harness::bench::{self, Fail, Mode, Options, Outcome, Report, SCOPED_UNAVAILABLE};
 use crib_harness::kernel::Flavor;
-use crib_harness::vm::guest_test;
+use crib_harness::vm::{current_test_name, guest_test};
+use nix::errno::Errno;
+use rstest::rstest;
 
 fn body(flavor: Flavor) -> Result<()> {
     let opts = Options {
@@ -158,7 +160,7 @@ fn check(flavor: Flavor, r: &Report, opts: &Options) -> Result<()> {
             Flavor::Patched if mode == Mode::ScopedDynptr => {
                 for fd in &unreadable {
                     ensure!(
-                        dynptr_refused.contains(&(*fd, -libc::EBADF)),
+                        dynptr_refused.contains(&(*fd, -(Errno::EBADF as i32))),
                         "{mode} on patched: fd {fd} is not open for reading, but \
                          bpf_dynptr_from_file() did not refuse it with EBADF (refused: \
                          {dynptr_refused:?})"
@@ -176,18 +178,13 @@ fn check(flavor: Flavor, r: &Report, opts: &Options) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn bench_modes_walk_the_same_table_stock() {
-    guest_test(Flavor::Stock, "bench_modes_walk_the_same_table_stock", body);
-}
-
-#[test]
-fn bench_modes_walk_the_same_table_patched() {
-    guest_test(
-        Flavor::Patched,
-        "bench_modes_walk_the_same_table_patched",
-        body,
-    );
+/// `bench_modes_walk_the_same_table::case_1_stock` and `::case_2_patched`: rstest names the
+/// cases, and the guest re-runs the one libtest is running.
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn bench_modes_walk_the_same_table(#[case] flavor: Flavor) {
+    guest_test(flavor, &current_test_name(), body);
 }
 
 /// The table check fails on what it is there to catch (host only, no guest).
