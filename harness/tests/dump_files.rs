@@ -127,7 +127,6 @@ fn full_table(_flavor: Flavor) -> Result<()> {
     for fd in target::SPARSE_FDS {
         ensure!(dumped.contains_key(&fd), "sparse fd {fd} missing");
     }
-    ensure!(dumped.keys().any(|&fd| fd >= 100_000), "no fd >= 100000");
     let names: BTreeSet<&str> = files
         .iter()
         .filter_map(|f| f.anon_name.as_deref())
