@@ -35,6 +35,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
 use super::accel::Accel;
 use super::script::{make_nonce, shell_quote, write_executable};
 use super::splat::{is_crash, scan_splats};
@@ -416,14 +420,10 @@ fn run_qemu(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: the closure makes one async-signal-safe system call (prctl) between fork and
+    // exec, and touches no memory of the parent's.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(|| Ok(set_pdeathsig(Signal::SIGKILL)?));
     }
     let mut console = std::fs::File::open(log).map_err(|source| VmError::Io {
         what: format!("open {}", log.display()),
@@ -491,10 +491,7 @@ fn run_qemu(
         std::thread::sleep(POLL);
     };
     // QEMU has no children, but make sure nothing of its group survives.
-    // SAFETY: plain syscall on a process group we created.
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
-    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     raw.total = start.elapsed();
     read_console(&mut raw, &mut done_at);
     if let Some(last) = split.finish() {

@@ -12,6 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
 use super::accel::Accel;
 use super::script::{make_nonce, setup_steps, write_executable};
 use super::transcript::{
@@ -172,14 +176,10 @@ pub(super) fn run_vmtest(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: the closure makes one async-signal-safe system call (prctl) between fork and
+    // exec, and touches no memory of the parent's.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(|| Ok(set_pdeathsig(Signal::SIGKILL)?));
     }
     let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
@@ -258,10 +258,7 @@ pub(super) fn run_vmtest(
 }
 
 pub(super) fn kill_group(pgid: i32, child: &mut Child) {
-    // SAFETY: plain syscall on a process group we created.
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
-    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     let _ = child.kill();
 }
 
@@ -275,10 +272,7 @@ pub(super) fn wait_bounded(
         match child.try_wait() {
             Ok(Some(s)) => {
                 // qemu is normally gone by now; make sure nothing of the group survives.
-                // SAFETY: plain syscall on a process group we created.
-                unsafe {
-                    libc::killpg(pgid, libc::SIGKILL);
-                }
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
                 return Some(s);
             }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
