@@ -18,13 +18,14 @@ use crib_harness::dump::{self, DumpError, Dumper, FileKind, FileRecord};
 use crib_harness::kernel::Flavor;
 use crib_harness::target::{self, Target, TargetSpec, Tmpfs};
 use crib_harness::truth::{self, FdTruth};
-use crib_harness::vm::guest_test as run;
+use crib_harness::vm::{current_test_name, guest_test as run};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::kmod::{delete_module, DeleteModuleFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, getpid, pipe2, setgroups, setresgid, setresuid, ForkResult, Gid, Uid};
+use rstest::rstest;
 
 /// Progress on the guest console (tests under a busy TCG host take minutes).
 fn step(what: &str) {
@@ -218,22 +219,12 @@ fn check_expected(
     out
 }
 
-#[test]
-fn dump_full_table_matches_procfs_stock() {
-    run(
-        Flavor::Stock,
-        "dump_full_table_matches_procfs_stock",
-        full_table,
-    );
-}
-
-#[test]
-fn dump_full_table_matches_procfs_patched() {
-    run(
-        Flavor::Patched,
-        "dump_full_table_matches_procfs_patched",
-        full_table,
-    );
+/// `dump_full_table_matches_procfs::case_1_stock` and `::case_2_patched`.
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn dump_full_table_matches_procfs(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), full_table);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,22 +428,12 @@ fn unload_module(flavor: Flavor) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn dump_races_with_open_close_dup2_stock() {
-    run(
-        Flavor::Stock,
-        "dump_races_with_open_close_dup2_stock",
-        races,
-    );
-}
-
-#[test]
-fn dump_races_with_open_close_dup2_patched() {
-    run(
-        Flavor::Patched,
-        "dump_races_with_open_close_dup2_patched",
-        races,
-    );
+/// `dump_races_with_open_close_dup2::case_1_stock` and `::case_2_patched`.
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn dump_races_with_open_close_dup2(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), races);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -720,20 +701,10 @@ fn unprivileged_child(dumper: &Dumper, target: i32, flavor: Flavor) -> String {
     lines.join("\n")
 }
 
-#[test]
-fn dump_bad_input_fails_with_exact_errno_stock() {
-    run(
-        Flavor::Stock,
-        "dump_bad_input_fails_with_exact_errno_stock",
-        bad_input,
-    );
-}
-
-#[test]
-fn dump_bad_input_fails_with_exact_errno_patched() {
-    run(
-        Flavor::Patched,
-        "dump_bad_input_fails_with_exact_errno_patched",
-        bad_input,
-    );
+/// `dump_bad_input_fails_with_exact_errno::case_1_stock` and `::case_2_patched`.
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn dump_bad_input_fails_with_exact_errno(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), bad_input);
 }
