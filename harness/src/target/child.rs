@@ -71,9 +71,9 @@ fn write_all(fd: impl AsFd, mut buf: &[u8]) {
     }
 }
 
-/// Move `fd` to number `at` (close-on-exec), which must be free.
-fn move_to(fd: OwnedFd, at: i32, what: &str) -> CResult<OwnedFd> {
-    let moved = rustix::io::fcntl_dupfd_cloexec(&fd, at).map_err(|e| format!("{what}: {e}"))?;
+/// A copy of `fd` at number `at` (close-on-exec), which must be free.
+fn copy_to(fd: &OwnedFd, at: i32, what: &str) -> CResult<OwnedFd> {
+    let moved = rustix::io::fcntl_dupfd_cloexec(fd, at).map_err(|e| format!("{what}: {e}"))?;
     if moved.as_raw_fd() != at {
         return Err(format!(
             "{what}: fd {at} is taken (inherited?), got {}",
@@ -84,29 +84,32 @@ fn move_to(fd: OwnedFd, at: i32, what: &str) -> CResult<OwnedFd> {
 }
 
 pub(super) fn main(spec: &TargetSpec, report: OwnedFd, control: OwnedFd) -> ! {
-    let code = match (
-        move_to(report, REPORT_FD, "report pipe"),
-        move_to(control, CONTROL_FD, "control pipe"),
-    ) {
-        (Ok(report), Ok(control)) => {
+    let pipes = copy_to(&report, REPORT_FD, "report pipe")
+        .and_then(|r| Ok((r, copy_to(&control, CONTROL_FD, "control pipe")?)));
+    let code = match pipes {
+        Ok((report_at, control_at)) => {
+            // Only the copies at their fixed numbers stay.
+            drop((report, control));
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                body(spec, &report, &control)
+                body(spec, &report_at, &control_at)
             }));
             match result {
                 Ok(Ok(())) => 0,
                 Ok(Err(msg)) => {
                     let msg = format!("error {}\n", msg.replace('\n', " "));
-                    write_all(&report, msg.as_bytes());
+                    write_all(&report_at, msg.as_bytes());
                     1
                 }
                 Err(_) => {
-                    write_all(&report, b"error panic in the target child\n");
+                    write_all(&report_at, b"error panic in the target child\n");
                     2
                 }
             }
         }
-        // No report pipe at its number: the parent sees EOF without a report.
-        _ => 3,
+        Err(msg) => {
+            write_all(&report, format!("error {msg}\n").as_bytes());
+            3
+        }
     };
     // SAFETY: leave without running the parent's atexit handlers or flushing the stdio
     // buffers this child inherited from it (nix has no _exit).
@@ -115,7 +118,7 @@ pub(super) fn main(spec: &TargetSpec, report: OwnedFd, control: OwnedFd) -> ! {
 
 fn body(spec: &TargetSpec, report: &OwnedFd, control: &OwnedFd) -> CResult<()> {
     // Keep only the two harness pipes, at fixed numbers, plus stdio. The pipes' old numbers
-    // (from pipe2 in the parent) were dropped by move_to; whatever else is open was inherited.
+    // (from pipe2 in the parent) were closed in main(); whatever else is open was inherited.
     // SAFETY: this forked child owns its whole fd table, and no Rust object of it refers to
     // an fd in the closed ranges (the two pipes are at REPORT_FD and CONTROL_FD, between them).
     // nix and rustix have no close_range.
