@@ -395,8 +395,8 @@ pub fn run_syscall<T: Copy>(prog: &Program, ctx: &mut T) -> Result<i32, LoaderEr
         let name = prog.name().to_string_lossy().into_owned();
         return Err(LoaderError::CtxTooLarge { prog: name, size });
     }
-    // SAFETY: all-zero is a valid bpf_test_run_opts.
-    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    // All zero (bindgen's Default), as libbpf's LIBBPF_OPTS.
+    let mut opts = libbpf_sys::bpf_test_run_opts::default();
     if size > 0 {
         opts.ctx_in = (ctx as *mut T).cast::<std::ffi::c_void>();
         opts.ctx_size_in = size as u32;
@@ -409,8 +409,8 @@ pub fn run_syscall<T: Copy>(prog: &Program, ctx: &mut T) -> Result<i32, LoaderEr
 pub fn run_packet(prog: &Program) -> Result<i32, LoaderError> {
     let data_in = [0u8; TEST_DATA_LEN];
     let mut data_out = [0u8; TEST_DATA_LEN * 4];
-    // SAFETY: all-zero is a valid bpf_test_run_opts.
-    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    // All zero (bindgen's Default), as libbpf's LIBBPF_OPTS.
+    let mut opts = libbpf_sys::bpf_test_run_opts::default();
     opts.data_in = data_in.as_ptr().cast();
     opts.data_size_in = TEST_DATA_LEN as u32;
     opts.data_out = data_out.as_mut_ptr().cast();
