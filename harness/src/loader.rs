@@ -409,13 +409,15 @@ pub fn run_syscall<T: Copy>(prog: &Program, ctx: &mut T) -> Result<i32, LoaderEr
 pub fn run_packet(prog: &Program) -> Result<i32, LoaderError> {
     let data_in = [0u8; TEST_DATA_LEN];
     let mut data_out = [0u8; TEST_DATA_LEN * 4];
-    // All zero (bindgen's Default), as libbpf's LIBBPF_OPTS.
-    let mut opts = libbpf_sys::bpf_test_run_opts::default();
-    opts.data_in = data_in.as_ptr().cast();
-    opts.data_size_in = TEST_DATA_LEN as u32;
-    opts.data_out = data_out.as_mut_ptr().cast();
-    opts.data_size_out = data_out.len() as u32;
-    opts.repeat = 1;
+    // The rest all zero (bindgen's Default), as libbpf's LIBBPF_OPTS.
+    let opts = libbpf_sys::bpf_test_run_opts {
+        data_in: data_in.as_ptr().cast(),
+        data_size_in: TEST_DATA_LEN as u32,
+        data_out: data_out.as_mut_ptr().cast(),
+        data_size_out: data_out.len() as u32,
+        repeat: 1,
+        ..Default::default()
+    };
     test_run(prog, opts)
 }
 
