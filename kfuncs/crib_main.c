@@ -23,6 +23,7 @@ BTF_ID_FLAGS(func, bpf_iter_task_file_next,
 BTF_ID_FLAGS(func, bpf_iter_task_file_destroy, KF_ITER_DESTROY)
 BTF_ID_FLAGS(func, bpf_iter_task_file_get_fd)
 BTF_ID_FLAGS(func, bpf_iter_task_file_get_file, KF_ACQUIRE | KF_RET_NULL)
+BTF_ID_FLAGS(func, bpf_iter_task_file_get_path)
 BTF_ID_FLAGS(func, bpf_fget_task, KF_ACQUIRE | KF_RET_NULL)
 BTF_ID_FLAGS(func, bpf_crib_put_file, KF_RELEASE)
 #ifdef CONFIG_NET

@@ -58,8 +58,11 @@
 #include <linux/build_bug.h>
 #include <linux/capability.h>
 #include <linux/cred.h>
+#include <linux/dcache.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/limits.h>
+#include <linux/minmax.h>
 #include <linux/pid.h>
 #include <linux/ptrace.h>
 #include <linux/rwsem.h>
@@ -388,6 +391,55 @@ bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter)
 	if (!kit->item.file || !crib_file_shareable(kit->item.file))
 		return NULL;
 	return get_file(kit->item.file);
+}
+
+/**
+ * bpf_iter_task_file_get_path() - path of the iterator's current file
+ * @it__iter: an initialized iterator
+ * @buf: where the path is written
+ * @buf__sz: size of @buf in bytes
+ *
+ * Writes the path of the current element's file the way readlink(2) of
+ * /proc/<pid>/fd/<fd> shows it to the task running the program
+ * (do_proc_readlink() in fs/proc/base.c): d_path() relative to that task's
+ * root, " (deleted)" after the name of an unlinked file, and for files
+ * that have no name in a file system tree, the name their dentry
+ * operations give ("pipe:[<ino>]", "socket:[<ino>]",
+ * "anon_inode:[eventfd]"). At most PATH_MAX bytes are used, as procfs
+ * does, so a path procfs cannot show fails here too. Unlike readlink(2),
+ * the result is NUL-terminated.
+ *
+ * No check beyond the iterator's own is made, as for
+ * bpf_iter_task_file_get_fd(): procfs shows that link after
+ * ptrace_may_access(PTRACE_MODE_READ_FSCREDS) (proc_fd_access_allowed()),
+ * and the iterator took the current element after crib_access_lock()
+ * allowed it; built in, that is PTRACE_MODE_ATTACH_REALCREDS, which
+ * implies the procfs check (the module's check is described at
+ * crib_may_access_files()). d_path() takes no sleeping lock, so this may
+ * be called from non-sleepable programs too.
+ *
+ * Return: the length of the path including the terminating NUL; -EINVAL
+ * if @buf__sz is 0, -ENOENT if there is no current element, -ENAMETOOLONG
+ * if the path does not fit in @buf (or in PATH_MAX bytes).
+ */
+__bpf_kfunc int bpf_iter_task_file_get_path(struct bpf_iter_task_file *it__iter,
+					    char *buf, size_t buf__sz)
+{
+	struct bpf_iter_task_file_kern *kit = (void *)it__iter;
+	int size = min_t(size_t, buf__sz, PATH_MAX);
+	char *path;
+	int len;
+
+	if (!size)
+		return -EINVAL;
+	if (!kit->item.file)
+		return -ENOENT;
+	path = d_path(&kit->item.file->f_path, buf, size);
+	if (IS_ERR(path))
+		return PTR_ERR(path);
+	len = buf + size - path;
+	memmove(buf, path, len);
+	return len;
 }
 
 /**

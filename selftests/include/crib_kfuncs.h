@@ -119,6 +119,16 @@ extern int bpf_iter_task_file_get_fd(struct bpf_iter_task_file *it__iter) __ksym
 extern struct file *
 bpf_iter_task_file_get_file(struct bpf_iter_task_file *it__iter) __ksym __weak;
 
+/* Path of the current element's file into @buf, NUL-terminated, as
+ * readlink of /proc/<pid>/fd/<fd> shows it to the caller ("/a/b (deleted)",
+ * "pipe:[ino]", "socket:[ino]", "anon_inode:[eventfd]"). Returns its length
+ * with the NUL; -EINVAL for an empty @buf, -ENOENT without a current
+ * element, -ENAMETOOLONG if it does not fit. Not in kernels whose CRIB
+ * kfuncs predate it: test with bpf_ksym_exists().
+ */
+extern int bpf_iter_task_file_get_path(struct bpf_iter_task_file *it__iter,
+				       char *buf, size_t buf__sz) __ksym __weak;
+
 /* Reference to the file at @fd of @task (same permission check as _new);
  * NULL if none, not a regular file open for reading, or not permitted.
  */

@@ -489,3 +489,118 @@ int tf_nested_tasks_without_rcu(void *ctx)
 	}
 	return files;
 }
+
+/* ---- bpf_iter_task_file_get_path() ------------------------------------- */
+
+/* unknown to the verifier: a value loaded from .bss */
+__u32 tf_path_unknown;
+
+/* read-only memory (.rodata, frozen, BPF_F_RDONLY_PROG) */
+const char tf_path_rodata[64] = "read-only";
+
+struct tf_path_small {
+	char b[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tf_path_small);
+} tf_path_small_map SEC(".maps");
+
+/* Call get_path() as "use" on the first element of current's files. */
+#define TF_WITH_ELEMENT(use)							\
+	struct bpf_iter_task_file it;						\
+	int ret = 0;								\
+										\
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());		\
+	if (bpf_iter_task_file_next(&it)) {					\
+		use;								\
+	}									\
+	bpf_iter_task_file_destroy(&it);					\
+	return ret
+
+SEC("syscall")
+__description("get_path() on an iterator that was never initialized")
+__failure __msg("expected an initialized iter_task_file as R1")
+int tf_get_path_uninit(void *ctx)
+{
+	struct bpf_iter_task_file it;
+	char buf[16] = {};
+
+	return bpf_iter_task_file_get_path(&it, buf, sizeof(buf));
+}
+
+SEC("syscall")
+__description("get_path() after destroy()")
+__failure __msg("expected an initialized iter_task_file as R1")
+int tf_get_path_after_destroy(void *ctx)
+{
+	struct bpf_iter_task_file it;
+	char buf[16] = {};
+
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	bpf_iter_task_file_destroy(&it);
+	return bpf_iter_task_file_get_path(&it, buf, sizeof(buf));
+}
+
+SEC("syscall")
+__description("get_path() into a map value smaller than buf__sz")
+__failure
+__msg("invalid access to map value, value_size=16 off=0 size=32")
+__msg("R2 and R3 memory, len pair leads to invalid memory access")
+int tf_get_path_map_value_too_small(void *ctx)
+{
+	__u32 key = 0;
+	struct tf_path_small *v = bpf_map_lookup_elem(&tf_path_small_map, &key);
+
+	if (!v)
+		return 0;
+	TF_WITH_ELEMENT(ret = bpf_iter_task_file_get_path(&it, (char *)v, 32));
+}
+
+SEC("syscall")
+/*
+ * Two texts of verifier.c, depending on where the compiler puts buf: past
+ * the frame, check_stack_access_within_bounds() ("off=-8 size=16"); into
+ * the next stack object, check_stack_range_initialized() ("off -112+8 size 16").
+ */
+__description("get_path() into a stack buffer smaller than buf__sz")
+__failure
+__msg("invalid read from stack R2 off{{(=-[0-9]+ size=| -[0-9]+[+][0-9]+ size )}}16")
+__msg("R2 and R3 memory, len pair leads to invalid memory access")
+int tf_get_path_stack_too_small(void *ctx)
+{
+	TF_WITH_ELEMENT(char buf[8] = {}; ret = bpf_iter_task_file_get_path(&it, buf, 16));
+}
+
+SEC("syscall")
+__description("get_path() with a size the verifier cannot bound")
+__failure
+__msg("R3 unbounded memory access, use 'var &= const' or 'if (var < const)'")
+__msg("R2 and R3 memory, len pair leads to invalid memory access")
+int tf_get_path_unbounded_size(void *ctx)
+{
+	char buf[64] = {};
+
+	TF_WITH_ELEMENT(ret = bpf_iter_task_file_get_path(&it, buf, tf_path_unknown));
+}
+
+SEC("syscall")
+__description("get_path() into a NULL buffer")
+__failure __msg("Possibly NULL pointer passed to trusted R2")
+int tf_get_path_null_buf(void *ctx)
+{
+	TF_WITH_ELEMENT(ret = bpf_iter_task_file_get_path(&it, NULL, 16));
+}
+
+SEC("syscall")
+__description("get_path() into read-only memory (.rodata)")
+__failure
+__msg("write into map forbidden, value_size=64 off=0 size=16")
+__msg("R2 and R3 memory, len pair leads to invalid memory access")
+int tf_get_path_into_rodata(void *ctx)
+{
+	TF_WITH_ELEMENT(ret = bpf_iter_task_file_get_path(&it, (char *)tf_path_rodata, 16));
+}

@@ -338,3 +338,117 @@ int tf_iter_in_rcu_cs(void *ctx)
 	bpf_rcu_read_unlock();
 	return tf_n > 0 ? 0 : 1;
 }
+
+/* ---- bpf_iter_task_file_get_path() ------------------------------------- */
+
+#define ENAMETOOLONG	36
+
+char tf_path_buf[4096];
+
+SEC("syscall")
+__description("get_path() of every file: NUL-terminated at the returned length, some absolute")
+__success __retval(0)
+int tf_get_path_every_file(void *ctx)
+{
+	struct bpf_iter_task_file it;
+	int n;
+
+	tf_n = 0;
+	tf_bad = 0;	/* a path that is not what the length says */
+	tf_aux = 0;	/* absolute paths (the runner's executable, at least) */
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	while (bpf_iter_task_file_next(&it)) {
+		tf_n++;
+		n = bpf_iter_task_file_get_path(&it, tf_path_buf, sizeof(tf_path_buf));
+		if (n < 2 || n > (int)sizeof(tf_path_buf)) {
+			tf_bad++;
+			continue;
+		}
+		if (tf_path_buf[n - 1] != 0 || tf_path_buf[n - 2] == 0)
+			tf_bad++;
+		if (tf_path_buf[0] == '/')
+			tf_aux++;
+	}
+	bpf_iter_task_file_destroy(&it);
+	if (tf_n == 0)
+		return 1;
+	if (tf_bad)
+		return 2;
+	if (tf_aux == 0)
+		return 3;
+	return 0;
+}
+
+SEC("syscall")
+__description("get_path() before the first next() returns -ENOENT")
+__success __retval(-2)
+int tf_get_path_before_first_next(void *ctx)
+{
+	struct bpf_iter_task_file it;
+	char buf[16] = {};
+	int ret;
+
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	ret = bpf_iter_task_file_get_path(&it, buf, sizeof(buf));
+	bpf_iter_task_file_destroy(&it);
+	return ret; /* -ENOENT */
+}
+
+SEC("syscall")
+__description("get_path() after next() returned NULL (iteration over) returns -ENOENT")
+__success __retval(-2)
+int tf_get_path_after_end(void *ctx)
+{
+	struct bpf_iter_task_file it;
+	char buf[16] = {};
+	int ret;
+
+	tf_n = 0;
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	while (bpf_iter_task_file_next(&it))
+		tf_n++;
+	ret = bpf_iter_task_file_get_path(&it, buf, sizeof(buf));
+	bpf_iter_task_file_destroy(&it);
+	if (tf_n == 0)
+		return 1;
+	return ret; /* -ENOENT */
+}
+
+SEC("syscall")
+__description("get_path() into one byte: -ENAMETOOLONG (a path and its NUL need two)")
+__success __retval(-36)
+int tf_get_path_too_long_for_buf(void *ctx)
+{
+	struct bpf_iter_task_file it;
+	char buf[1] = {};
+	int ret = 1;
+
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	if (bpf_iter_task_file_next(&it))
+		ret = bpf_iter_task_file_get_path(&it, buf, sizeof(buf));
+	bpf_iter_task_file_destroy(&it);
+	return ret; /* -ENAMETOOLONG */
+}
+
+SEC("syscall")
+__description("get_path() inside bpf_rcu_read_lock(): d_path() does not sleep")
+__success __retval(0)
+int tf_get_path_in_rcu_cs(void *ctx)
+{
+	struct bpf_iter_task_file it;
+
+	tf_n = 0;
+	tf_bad = 0;
+	bpf_rcu_read_lock();
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	while (bpf_iter_task_file_next(&it)) {
+		tf_n++;
+		if (bpf_iter_task_file_get_path(&it, tf_path_buf, sizeof(tf_path_buf)) < 2)
+			tf_bad++;
+	}
+	bpf_iter_task_file_destroy(&it);
+	bpf_rcu_read_unlock();
+	if (tf_n == 0)
+		return 1;
+	return tf_bad ? 2 : 0;
+}
