@@ -18,7 +18,7 @@ use crate::dump::{read_pod, record_header, DumpError, EndRecord, RingbufProgram}
 use crate::records::{
     crib_rec_end, crib_rec_hdr, crib_rec_sock, crib_rec_sock_data, crib_rec_sock_item,
     crib_sock_dump_ctx, CRIB_REC_END, CRIB_REC_SOCK, CRIB_REC_SOCK_DATA, CRIB_REC_SOCK_ITEM,
-    CRIB_SOCK_CHUNK, CRIB_SOCK_NR_QUEUES,
+    CRIB_SOCK_CHUNK, CRIB_SOCK_DUMP_F_NO_ITEMS, CRIB_SOCK_NR_QUEUES,
 };
 
 /// Name of the program (and its object file stem) that dumps sockets.
@@ -92,7 +92,7 @@ pub const F_OOB: u32 = 1 << 2;
 pub const F_V6: u32 = 1 << 3;
 
 /// One socket as the dump program saw it (`struct crib_rec_sock`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SockRecord {
     pub fd: u32,
     /// `bpf_iter_sock_queue_new()`'s errno (negative), 0 when the queues were dumped
@@ -509,6 +509,45 @@ impl SockDumper {
             }
         }
         finish(pid, retval, decode_stream(&records)?)
+    }
+
+    /// Every socket of `pid` with its queues' packet counts and byte totals only, no packets
+    /// (`CRIB_SOCK_DUMP_F_NO_ITEMS`): what `crib dump` shows.
+    pub fn summaries(&self, pid: i32) -> Result<Vec<SockRecord>, DumpError> {
+        let (retval, records) = self.prog.run(&mut crib_sock_dump_ctx {
+            pid,
+            fd: -1,
+            queues: 0,
+            flags: CRIB_SOCK_DUMP_F_NO_ITEMS,
+        })?;
+        let mut socks = Vec::new();
+        let mut end = None;
+        for (index, bytes) in records.iter().enumerate() {
+            let bad = |reason: String| DumpError::BadRecord { index, reason };
+            let hdr = record_header(index, bytes)?;
+            if hdr.seq as usize != index || end.is_some() {
+                return Err(bad(format!("record {} out of order", hdr.seq)));
+            }
+            match u32::from(hdr.type_) {
+                CRIB_REC_SOCK if bytes.len() == size_of::<crib_rec_sock>() => {
+                    let r: crib_rec_sock = read_pod(bytes).ok_or_else(|| bad("short".into()))?;
+                    let sock = decode_sock(&r);
+                    if sock.nr_items != 0 {
+                        return Err(bad(format!("fd {}: items in a summary", sock.fd)));
+                    }
+                    socks.push(SockDump {
+                        sock,
+                        items: Vec::new(),
+                    });
+                }
+                CRIB_REC_END => {
+                    end = Some(end_record(bytes).ok_or_else(|| bad("bad end record".into()))?)
+                }
+                ty => return Err(bad(format!("record type {ty} in a summary dump"))),
+            }
+        }
+        let socks = finish(pid, retval, RawSockDump { socks, end })?;
+        Ok(socks.into_iter().map(|s| s.sock).collect())
     }
 
     /// Dump socket `fd` of this process.

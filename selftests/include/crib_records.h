@@ -23,6 +23,7 @@ enum crib_rec_type {
 	CRIB_REC_SOCK = 5,	/* struct crib_rec_sock (dump_socks.bpf.c) */
 	CRIB_REC_SOCK_ITEM = 6,	/* struct crib_rec_sock_item: one queued packet */
 	CRIB_REC_SOCK_DATA = 7,	/* struct crib_rec_sock_data: bytes of the last item */
+	CRIB_REC_PATH = 8,	/* struct crib_rec_path: path of the last file record */
 };
 
 /* Common header of every record. */
@@ -54,8 +55,15 @@ struct crib_rec_hello {
 /* Context of a file-table dump. */
 struct crib_dump_ctx {
 	__s32 pid;		/* target, in the caller's pid namespace */
-	__u32 flags;
+	__u32 flags;		/* CRIB_DUMP_F_* */
 };
+
+/*
+ * Follow every crib_rec_file with a crib_rec_path (needs the kfunc
+ * bpf_iter_task_file_get_path(); without it the dump fails with
+ * -EOPNOTSUPP before it starts).
+ */
+#define CRIB_DUMP_F_PATHS	(1U << 0)
 
 enum crib_file_kind {
 	CRIB_FILE_OTHER = 0,
@@ -86,6 +94,24 @@ struct crib_rec_file {
 	__u16 sk_protocol;
 	__u16 pad;
 	char anon_name[16];	/* anon_inode name ("[eventfd]", ...), else empty */
+	__u32 mnt_id;		/* real_mount(f_path.mnt)->mnt_id, as fdinfo "mnt_id:" */
+	__u32 pad1;
+};
+
+/* Room for a path: PATH_MAX, as procfs's readlink of /proc/<pid>/fd/<fd>. */
+#define CRIB_PATH_MAX 4096
+
+/*
+ * A path, right after the file record of the same fd (CRIB_DUMP_F_PATHS).
+ * Variable size: hdr.size = offsetof(path) + len, where len counts the
+ * terminating NUL; len is 0 and error the negative errno of
+ * bpf_iter_task_file_get_path() when there is no path.
+ */
+struct crib_rec_path {
+	struct crib_rec_hdr hdr;
+	__u32 fd;
+	__s32 error;
+	char path[CRIB_PATH_MAX];
 };
 
 struct crib_rec_end {
@@ -152,8 +178,14 @@ struct crib_sock_dump_ctx {
 	__s32 pid;		/* target, in the caller's pid namespace */
 	__s32 fd;		/* only this fd; -1: every socket */
 	__u32 queues;		/* mask of (1 << enum crib_sock_queue), 0: all */
-	__u32 flags;
+	__u32 flags;		/* CRIB_SOCK_DUMP_F_* */
 };
+
+/*
+ * Only the crib_rec_sock of each socket (per-queue counts and bytes in
+ * nr[] and bytes[], nr_items 0): no item or data records.
+ */
+#define CRIB_SOCK_DUMP_F_NO_ITEMS	(1U << 0)
 
 /* Number of queues of enum crib_sock_queue (kfuncs/crib.h). */
 #define CRIB_SOCK_NR_QUEUES 8

@@ -12,7 +12,9 @@
  * chunks. When bpf_iter_sock_queue_new() refuses a socket (listening,
  * kTLS, sockmap, MPTCP, ...), the socket record carries its errno in
  * queue_err and no items follow: the dump says so instead of leaving the
- * queues out silently. One struct crib_rec_end closes the dump.
+ * queues out silently. One struct crib_rec_end closes the dump. With
+ * CRIB_SOCK_DUMP_F_NO_ITEMS in the context's flags only the socket records
+ * are written (the queues' counts and sizes, no packets).
  *
  * Return value: 0 when everything was written; -ESRCH without such a pid;
  * the task_file iterator's errno; the errno of a failed
@@ -133,7 +135,8 @@ static __always_inline void *reserve(__u64 size, __u16 type)
  * One socket: its record, then its packets. The queue iterator's failure
  * goes into the socket record; a failed read ends the dump with its errno.
  */
-static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 queues)
+static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 queues,
+					bool no_items)
 {
 	struct crib_sock_queue_info info = {};
 	struct bpf_iter_sock_queue_item *item;
@@ -166,9 +169,14 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 		for (i = 0; i < CRIB_SOCK_NR_QUEUES; i++) {
 			rec->nr[i] = info.nr[i];
 			rec->bytes[i] = info.bytes[i];
-			rec->nr_items += info.nr[i];
+			if (!no_items)
+				rec->nr_items += info.nr[i];
 		}
 		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	}
+	if (no_items) {
+		bpf_iter_sock_queue_destroy(&qit);
+		return;
 	}
 
 	while ((item = bpf_iter_sock_queue_next(&qit))) {
@@ -231,6 +239,7 @@ int crib_dump_socks(struct crib_sock_dump_ctx *ctx)
 	struct socket *sock;
 	__u32 seq, dropped, queues = ctx->queues;
 	__s32 want_fd = ctx->fd;
+	bool no_items = ctx->flags & CRIB_SOCK_DUMP_F_NO_ITEMS;
 	int err;
 
 	nr_seq = 0;
@@ -249,7 +258,7 @@ int crib_dump_socks(struct crib_sock_dump_ctx *ctx)
 		sock = bpf_iter_task_file_get_socket(&it);
 		if (!sock)
 			continue;
-		dump_socket(sock, item->fd, queues);
+		dump_socket(sock, item->fd, queues, no_items);
 		bpf_crib_put_socket(sock);
 		if (read_err)
 			break;

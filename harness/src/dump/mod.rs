@@ -6,18 +6,28 @@
 //! A dump is only returned when it is complete: the program returned 0, the end record came
 //! last, reported no error and no dropped records, and its count matches the records read.
 //! Everything else is a [`DumpError`].
+//!
+//! Modules: `program` (loading and running a ring-buffer program, and why a load failed),
+//! `kfuncs` (whether the kernel has the CRIB kfuncs), `report` (what `crib dump` prints: the
+//! table and the versioned JSON document).
 
+pub mod kfuncs;
+mod program;
+pub mod report;
+
+use std::ffi::OsString;
 use std::fmt;
 use std::mem::size_of;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use libbpf_rs::MapCore;
+pub use program::RingbufProgram;
 
-use crate::loader::{self, LoadOpts, Loaded, LoaderError};
+use crate::loader::LoaderError;
 use crate::records::{
-    crib_dump_ctx, crib_rec_end, crib_rec_file, crib_rec_hdr, CRIB_FILE_ANON, CRIB_FILE_BLK,
-    CRIB_FILE_CHR, CRIB_FILE_DIR, CRIB_FILE_FIFO, CRIB_FILE_LNK, CRIB_FILE_OTHER, CRIB_FILE_REG,
-    CRIB_FILE_SOCK, CRIB_REC_END, CRIB_REC_FILE,
+    crib_dump_ctx, crib_rec_end, crib_rec_file, crib_rec_hdr, crib_rec_path, CRIB_DUMP_F_PATHS,
+    CRIB_FILE_ANON, CRIB_FILE_BLK, CRIB_FILE_CHR, CRIB_FILE_DIR, CRIB_FILE_FIFO, CRIB_FILE_LNK,
+    CRIB_FILE_OTHER, CRIB_FILE_REG, CRIB_FILE_SOCK, CRIB_REC_END, CRIB_REC_FILE, CRIB_REC_PATH,
 };
 
 /// Name of the program (and its object file stem) that dumps a file table.
@@ -129,6 +139,14 @@ pub struct FileRecord {
     pub sock: Option<SockInfo>,
     /// anon_inode name ("[eventfd]", "[pidfd]", ...), for [`FileKind::Anon`]
     pub anon_name: Option<String>,
+    /// `real_mount(file->f_path.mnt)->mnt_id`, as fdinfo's `mnt_id:`
+    pub mnt_id: u32,
+    /// The path as `readlink /proc/<pid>/fd/<fd>` shows it to the dumper; `None` unless the
+    /// dump asked for paths ([`Dumper::dump_with_paths`]) or when the kfunc failed
+    /// (`path_errno` then says why).
+    pub path: Option<PathBuf>,
+    /// The positive errno `bpf_iter_task_file_get_path()` failed with, else 0.
+    pub path_errno: i32,
 }
 
 /// The end record of one program run.
@@ -139,10 +157,20 @@ pub struct EndRecord {
     pub nr_dropped: u32,
 }
 
+/// The path record that follows a file record when a dump asks for paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRecord {
+    pub fd: u32,
+    /// Positive errno of `bpf_iter_task_file_get_path()`, or 0 and `path` is the path.
+    pub errno: i32,
+    pub path: Option<PathBuf>,
+}
+
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     File(FileRecord),
+    Path(PathRecord),
     End(EndRecord),
 }
 
@@ -168,7 +196,24 @@ pub enum DumpError {
         path: PathBuf,
         source: LoaderError,
     },
-    #[error("the kernel rejected {prog} (errno {errno}: {msg}); verifier log tail:\n{log_tail}")]
+    #[error("{why}")]
+    NoKfuncs { why: String },
+    #[error(
+        "permission denied: the kernel refused to load {prog} ({}): loading the dump program \
+         needs CAP_BPF and CAP_PERFMON (run it as root); libbpf said:\n{msg}",
+        errno_name(*.errno)
+    )]
+    LoadPermission {
+        prog: String,
+        errno: i32,
+        msg: String,
+    },
+    #[error(
+        "the program {prog} failed to load ({}); the end of the verifier log:\n{log_tail}\n\
+         libbpf said:\n{}",
+        errno_name(*.errno),
+        .msg.trim_end()
+    )]
     Rejected {
         prog: String,
         errno: i32,
@@ -236,6 +281,13 @@ pub fn target_message(pid: i32, errno: i32, zombie: bool) -> String {
         libc::ENOSPC => {
             format!("the ring buffer had no room for the fd table of pid {pid} ({name})")
         }
+        libc::EOPNOTSUPP => format!(
+            "the CRIB kfuncs of this kernel cannot give file paths: they lack \
+             bpf_iter_task_file_get_path() (a crib_kfuncs.ko or a patched kernel built before \
+             it was added). Load the module built from this checkout (`scripts/build --only \
+             stock`, then `scripts/vm --kernel stock`) or rebuild the patched kernel \
+             (`scripts/build`) ({name})"
+        ),
         _ => format!("dumping the fd table of pid {pid} failed: {name} ({errno})"),
     }
 }
@@ -311,6 +363,9 @@ pub fn decode_record(index: usize, bytes: &[u8]) -> Result<(crib_rec_hdr, Record
     let bad = |reason: String| DumpError::BadRecord { index, reason };
     let hdr = record_header(index, bytes)?;
     let ty = u32::from(hdr.type_);
+    if ty == CRIB_REC_PATH {
+        return Ok((hdr, Record::Path(decode_path(index, bytes)?)));
+    }
     let expect = if ty == CRIB_REC_FILE {
         size_of::<crib_rec_file>()
     } else if ty == CRIB_REC_END {
@@ -366,21 +421,61 @@ pub fn decode_record(index: usize, bytes: &[u8]) -> Result<(crib_rec_hdr, Record
             cloexec: f.cloexec != 0,
             sock,
             anon_name,
+            mnt_id: f.mnt_id,
+            path: None,
+            path_errno: 0,
         }),
     ))
+}
+
+/// Decode a path record: its fixed part, then `len` bytes of path whose last is the NUL.
+fn decode_path(index: usize, bytes: &[u8]) -> Result<PathRecord, DumpError> {
+    let bad = |reason: String| DumpError::BadRecord { index, reason };
+    let fixed = std::mem::offset_of!(crib_rec_path, path);
+    if bytes.len() < fixed || bytes.len() > size_of::<crib_rec_path>() {
+        return Err(bad(format!(
+            "path record of {} bytes, expected {fixed}..={}",
+            bytes.len(),
+            size_of::<crib_rec_path>()
+        )));
+    }
+    let word = |at: usize| [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+    let fd = u32::from_ne_bytes(word(8));
+    let error = i32::from_ne_bytes(word(12));
+    let text = &bytes[fixed..];
+    match (error, text) {
+        (0, [name @ .., 0]) if !name.is_empty() && !name.contains(&0) => Ok(PathRecord {
+            fd,
+            errno: 0,
+            path: Some(PathBuf::from(OsString::from_vec(name.to_vec()))),
+        }),
+        (e, []) if e < 0 => Ok(PathRecord {
+            fd,
+            errno: -e,
+            path: None,
+        }),
+        _ => Err(bad(format!(
+            "fd {fd}: path record with error {error} and {} bytes of path that are not one \
+             NUL-terminated name",
+            text.len()
+        ))),
+    }
 }
 
 /// The outcome of one program run, before it is judged complete or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawDump {
     pub files: Vec<FileRecord>,
+    /// Path records, each already attached to the file record before it.
+    pub nr_paths: usize,
     pub end: Option<EndRecord>,
 }
 
 /// Decode every record of one run, checking sequence numbers and that the end record, if
 /// any, comes last.
 pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawDump, DumpError> {
-    let mut files = Vec::with_capacity(records.len());
+    let mut files: Vec<FileRecord> = Vec::with_capacity(records.len());
+    let mut nr_paths = 0;
     let mut end = None;
     for (index, bytes) in records.iter().enumerate() {
         let (hdr, rec) = decode_record(index, bytes)?;
@@ -398,10 +493,31 @@ pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawDump, DumpError> {
         }
         match rec {
             Record::File(f) => files.push(f),
+            Record::Path(p) => {
+                let file = files
+                    .last_mut()
+                    .filter(|f| f.fd == p.fd && f.path.is_none() && f.path_errno == 0);
+                let Some(file) = file else {
+                    return Err(DumpError::BadRecord {
+                        index,
+                        reason: format!(
+                            "path record of fd {} does not follow that fd's file record",
+                            p.fd
+                        ),
+                    });
+                };
+                file.path = p.path;
+                file.path_errno = p.errno;
+                nr_paths += 1;
+            }
             Record::End(e) => end = Some(e),
         }
     }
-    Ok(RawDump { files, end })
+    Ok(RawDump {
+        files,
+        nr_paths,
+        end,
+    })
 }
 
 /// Judge one run: the program's return value and its records. Only a complete dump is Ok.
@@ -434,7 +550,7 @@ pub fn finish(pid: i32, retval: i32, raw: RawDump) -> Result<Vec<FileRecord>, Du
             if retval < 0 {
                 if !raw.files.is_empty() {
                     if [libc::EACCES, libc::EBUSY, libc::ESRCH].contains(&-retval)
-                        && end.nr_records as usize == raw.files.len()
+                        && end.nr_records as usize == raw.files.len() + raw.nr_paths
                     {
                         return Err(DumpError::Stopped {
                             pid,
@@ -453,115 +569,15 @@ pub fn finish(pid: i32, retval: i32, raw: RawDump) -> Result<Vec<FileRecord>, Du
             if retval > 0 {
                 return Err(incomplete(format!("program returned {retval}")));
             }
-            if end.nr_records as usize != raw.files.len() {
+            if end.nr_records as usize != raw.files.len() + raw.nr_paths {
                 return Err(incomplete(format!(
-                    "end record counts {} file records, {} arrived",
+                    "end record counts {} records, {} arrived",
                     end.nr_records,
-                    raw.files.len()
+                    raw.files.len() + raw.nr_paths
                 )));
             }
             Ok(raw.files)
         }
-    }
-}
-
-/// The dump program, loaded once and run any number of times.
-/// A SYSCALL program that writes records to a ring buffer, loaded and ready to run through
-/// BPF_PROG_RUN with a context. The dump program and `file_read`'s programs are run this way.
-pub struct RingbufProgram {
-    reader: loader::RingbufReader,
-    loaded: Loaded,
-    obj: PathBuf,
-    prog: &'static str,
-    map: &'static str,
-}
-
-impl RingbufProgram {
-    /// Load `prog` (and the maps of `obj`, `map` among them); a rejection carries the tail of
-    /// the verifier log.
-    pub fn load(obj: &Path, prog: &'static str, map: &'static str) -> Result<Self, DumpError> {
-        if !obj.exists() {
-            return Err(DumpError::NoObject {
-                path: obj.to_path_buf(),
-                hint: "run scripts/build, then rebuild the harness so build.rs compiles \
-                       selftests/progs"
-                    .into(),
-            });
-        }
-        let opts = LoadOpts {
-            log_level: 0,
-            ..LoadOpts::default()
-        };
-        let loaded = loader::load_one(obj, prog, &opts).map_err(|source| DumpError::Load {
-            prog: prog.into(),
-            path: obj.to_path_buf(),
-            source,
-        })?;
-        if let Some((errno, msg)) = &loaded.error {
-            let lines: Vec<&str> = loaded.log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-            return Err(DumpError::Rejected {
-                prog: prog.into(),
-                errno: *errno,
-                msg: msg.clone(),
-                log_tail: tail,
-            });
-        }
-        let missing = || DumpError::Missing(obj.to_path_buf(), prog.into(), map.into());
-        let object = loaded.object.as_ref().ok_or_else(missing)?;
-        let ringbuf = object
-            .maps()
-            .find(|m| m.name() == map)
-            .ok_or_else(missing)?;
-        let reader = loader::RingbufReader::open(&ringbuf).map_err(DumpError::Drain)?;
-        Ok(Self {
-            reader,
-            loaded,
-            obj: obj.to_path_buf(),
-            prog,
-            map,
-        })
-    }
-
-    /// The fd of map `name` of the loaded object, for another thread or process to read or
-    /// update while the program runs (the fd stays owned by the object).
-    pub fn map_fd(&self, name: &str) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let obj = self.loaded.object.as_ref()?;
-        let map = obj.maps().find(|m| m.name() == name)?;
-        Some(map.as_fd().as_raw_fd())
-    }
-
-    /// Open and close a reader of this program's ring buffer once, as a run did twice before
-    /// readers were kept (`crib demo` prints it as part of a small dump's fixed cost).
-    pub fn reader_open_close_cost(&self) -> Result<std::time::Duration, DumpError> {
-        let missing = || DumpError::Missing(self.obj.clone(), self.prog.into(), self.map.into());
-        let obj = self.loaded.object.as_ref().ok_or_else(missing)?;
-        let map = obj
-            .maps()
-            .find(|m| m.name() == self.map)
-            .ok_or_else(missing)?;
-        let t = std::time::Instant::now();
-        drop(loader::RingbufReader::open(&map).map_err(DumpError::Drain)?);
-        Ok(t.elapsed())
-    }
-
-    /// Run the program once with `ctx`; return its return value and the records it wrote.
-    pub fn run<T: Copy>(&self, ctx: &mut T) -> Result<(i32, Vec<Vec<u8>>), DumpError> {
-        let missing = || DumpError::Missing(self.obj.clone(), self.prog.into(), self.map.into());
-        let obj = self.loaded.object.as_ref().ok_or_else(missing)?;
-        let prog = obj
-            .progs()
-            .find(|p| p.name() == self.prog)
-            .ok_or_else(missing)?;
-        // Whatever an earlier, aborted run left behind is not part of this run.
-        self.reader.drain().map_err(DumpError::Drain)?;
-        let retval = loader::run_syscall(&prog, ctx).map_err(|source| DumpError::Run {
-            prog: self.prog.into(),
-            source,
-        })?;
-        let records = self.reader.drain().map_err(DumpError::Drain)?;
-        Ok((retval, records))
     }
 }
 
@@ -585,8 +601,31 @@ impl Dumper {
 
     /// Run the program once for `pid` (in this process's pid namespace).
     pub fn dump(&self, pid: i32) -> Result<Vec<FileRecord>, DumpError> {
-        let (retval, records) = self.run_raw(pid)?;
+        self.dump_flags(pid, 0)
+    }
+
+    /// [`Dumper::dump`], with every file's path (`bpf_iter_task_file_get_path()`): a kernel
+    /// without that kfunc fails with [`DumpError::Target`] and `EOPNOTSUPP`.
+    pub fn dump_with_paths(&self, pid: i32) -> Result<Vec<FileRecord>, DumpError> {
+        let files = self.dump_flags(pid, CRIB_DUMP_F_PATHS)?;
+        if let Some(f) = files.iter().find(|f| f.path.is_none() && f.path_errno == 0) {
+            return Err(DumpError::Incomplete {
+                pid,
+                reason: format!("fd {} has no path record", f.fd),
+            });
+        }
+        Ok(files)
+    }
+
+    fn dump_flags(&self, pid: i32, flags: u32) -> Result<Vec<FileRecord>, DumpError> {
+        let (retval, records) = self.prog.run(&mut crib_dump_ctx { pid, flags })?;
         let raw = decode_stream(&records)?;
+        if flags & CRIB_DUMP_F_PATHS == 0 && raw.nr_paths > 0 {
+            return Err(DumpError::Incomplete {
+                pid,
+                reason: "path records in a dump that did not ask for them".into(),
+            });
+        }
         finish(pid, retval, raw)
     }
 
@@ -610,13 +649,15 @@ pub fn dump_pid(pid: i32) -> Result<Vec<FileRecord>, DumpError> {
 pub fn format_line(r: &FileRecord) -> String {
     let (maj, min) = kdev_split(r.dev);
     let mut s = format!(
-        "{:>7} {:<5} flags=0{:o} mode=0x{:x} pos={} ino={} dev={maj}:{min} i_mode=0{:o}{}",
+        "{:>7} {:<5} flags=0{:o} mode=0x{:x} pos={} ino={} dev={maj}:{min} mnt_id={} \
+         i_mode=0{:o}{}",
         r.fd,
         r.kind,
         r.f_flags,
         r.f_mode,
         r.f_pos,
         r.ino,
+        r.mnt_id,
         r.i_mode,
         if r.cloexec { " cloexec" } else { "" }
     );
@@ -633,43 +674,9 @@ pub fn format_line(r: &FileRecord) -> String {
     if let Some(n) = &r.anon_name {
         s.push_str(&format!(" name={n}"));
     }
-    s
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+    if let Some(p) = &r.path {
+        s.push_str(&format!(" path={}", p.display()));
     }
-    out.push('"');
-    out
-}
-
-/// One JSON object per fd.
-pub fn format_json(r: &FileRecord) -> String {
-    let (maj, min) = kdev_split(r.dev);
-    let (rmaj, rmin) = kdev_split(r.rdev);
-    let mut s = format!(
-        "{{\"fd\":{},\"kind\":\"{}\",\"f_flags\":{},\"f_mode\":{},\"f_pos\":{},\"ino\":{},\
-         \"dev\":\"{maj}:{min}\",\"rdev\":\"{rmaj}:{rmin}\",\"i_mode\":{},\"cloexec\":{}",
-        r.fd, r.kind, r.f_flags, r.f_mode, r.f_pos, r.ino, r.i_mode, r.cloexec
-    );
-    if let Some(k) = &r.sock {
-        s.push_str(&format!(
-            ",\"sk_family\":{},\"sk_type\":{},\"sk_protocol\":{}",
-            k.family, k.sock_type, k.protocol
-        ));
-    }
-    if let Some(n) = &r.anon_name {
-        s.push_str(&format!(",\"anon_name\":{}", json_str(n)));
-    }
-    s.push('}');
     s
 }
 
