@@ -1,16 +1,24 @@
-//! `crib demo`: the main job `scripts/setup` runs in each freshly booted kernel.
+//! `crib demo`: the main job `scripts/setup` runs in each freshly booted kernel, and the demo
+//! process it ends with (also what `tests/dump_tool.rs` dumps).
 
-use std::os::fd::AsRawFd;
+use std::io::{Seek, SeekFrom, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 use crate::{dump, hello, truth, vm};
 
 /// (In a guest) the main job scripts/setup runs in each kernel
 ///
 /// Checks the CRIB kfuncs with the hello program, dumps this process's own fd table and
-/// compares every field with procfs.
+/// compares every field with procfs, then dumps a demo process holding regular and deleted
+/// files, a pipe, unix, TCP and UDP sockets with queued bytes and an eventfd the way
+/// `crib dump` does, prints the table and checks it against procfs and readlink.
 ///
 /// Exit 0 only if everything matched.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -135,7 +143,129 @@ pub fn run(_: &DemoArgs) -> Result<i32> {
         proc_med / crib_med
     );
     drop((r, w, s1, s2));
+
+    // What `crib dump --pid N` shows of a process that holds a bit of everything.
+    let demo = DemoProcess::spawn(dir.path()).context("starting the demo process")?;
+    let report = super::dump::collect(demo.pid())
+        .with_context(|| format!("crib dump --pid {}", demo.pid()))?;
+    let truth = truth::read_fd_table(demo.pid()).context("reading the demo's /proc/<pid>/fd")?;
+    println!(
+        "  crib dump --pid {} (the demo process: {}):",
+        demo.pid(),
+        DemoProcess::HOLDS
+    );
+    for line in report.table().lines() {
+        println!("    {line}");
+    }
+    let mismatches = report.mismatches_with(&truth);
+    if !mismatches.is_empty() {
+        for m in &mismatches {
+            log::error!("MISMATCH {m}");
+        }
+        bail!(
+            "{} field(s) of the demo's dump differ from procfs and readlink",
+            mismatches.len()
+        );
+    }
+    println!(
+        "  demo dump: {} fds; paths match readlink, mnt_id/flags/pos/ino match fdinfo",
+        report.files.len()
+    );
     Ok(0)
+}
+
+/// A child process (`sleep`) that holds a bit of everything, for `crib dump` to show: a
+/// regular file at offset 5, a deleted file, a pipe with bytes in it (both ends), a unix
+/// stream pair with 11 bytes queued, a TCP listener and a connection over 127.0.0.1 with 5
+/// bytes queued each way, a UDP socket with one datagram
+/// queued to itself, and an eventfd. Killed and reaped on drop.
+pub struct DemoProcess {
+    child: Child,
+}
+
+impl DemoProcess {
+    /// What the demo holds, for people.
+    pub const HOLDS: &'static str = "a regular and a deleted file, a pipe, unix, TCP and UDP \
+                                     sockets with queued bytes, an eventfd";
+    /// Bytes queued in the unix pair, in the TCP connection (each way) and on the UDP socket.
+    pub const UNIX_QUEUED: usize = 11;
+    pub const TCP_QUEUED: usize = 5;
+    pub const UDP_QUEUED: usize = 7;
+
+    /// Make the files in `dir` (a tmpfs: the guest's /tmp) and start the child with them.
+    pub fn spawn(dir: &Path) -> Result<DemoProcess> {
+        let mut held: Vec<OwnedFd> = Vec::new();
+        let mut f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("demo data"))
+            .context("creating the demo's file")?;
+        f.write_all(b"checkpoint me").context("writing it")?;
+        f.seek(SeekFrom::Start(5)).context("seeking")?;
+        held.push(f.into());
+        let gone = dir.join("gone");
+        let g = std::fs::File::create(&gone).context("creating the file to delete")?;
+        std::fs::remove_file(&gone).context("deleting it")?;
+        held.push(g.into());
+        let (r, w) = nix::unistd::pipe().context("pipe")?;
+        nix::unistd::write(&w, b"in the pipe").context("writing into the pipe")?;
+        held.extend([r, w]);
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::empty(),
+        )
+        .context("socketpair")?;
+        nix::unistd::write(&a, &[b'u'; Self::UNIX_QUEUED]).context("writing to the pair")?;
+        held.extend([a, b]);
+        let listener = TcpListener::bind("127.0.0.1:0").context("TCP listen")?;
+        let mut client = TcpStream::connect(listener.local_addr()?).context("TCP connect")?;
+        let (mut server, _) = listener.accept().context("TCP accept")?;
+        client.write_all(&[b't'; Self::TCP_QUEUED])?;
+        server.write_all(&[b's'; Self::TCP_QUEUED])?;
+        held.extend([listener.into(), client.into(), server.into()]);
+        let udp = UdpSocket::bind("127.0.0.1:0").context("UDP bind")?;
+        udp.send_to(&[b'd'; Self::UDP_QUEUED], udp.local_addr()?)
+            .context("UDP send")?;
+        held.push(udp.into());
+        let efd = nix::sys::eventfd::EventFd::from_value(3).context("eventfd")?;
+        held.push(efd.into());
+        for fd in &held {
+            fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
+                .context("clearing FD_CLOEXEC for the child")?;
+        }
+        let child = Command::new("sleep")
+            .arg("3600")
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting sleep")?;
+        let demo = DemoProcess { child };
+        // Its fd table is final once it has exec'd sleep (comm changes with the exec).
+        let t = Instant::now();
+        let comm = format!("/proc/{}/comm", demo.pid());
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+            if t.elapsed() > std::time::Duration::from_secs(10) {
+                bail!("the demo process did not exec sleep within 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(held);
+        Ok(demo)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Median of `v` (sorted in place); NaN for an empty slice.
