@@ -394,14 +394,16 @@ mod tests {
         gone.path = None;
         gone.path_errno = libc::ENAMETOOLONG;
         let files = [file(3, FileKind::Regular, "/tmp/a b (deleted)"), tcp, gone];
-        let mut s = SockRecord::default();
-        s.fd = 4;
-        s.family = libc::AF_INET as u16;
-        s.sock_type = libc::SOCK_STREAM as u16;
-        s.protocol = 6;
-        s.state = 1;
-        s.src = Some(("127.0.0.1".parse().unwrap(), 5000));
-        s.dst = Some(("127.0.0.1".parse().unwrap(), 40000));
+        let mut s = SockRecord {
+            fd: 4,
+            family: libc::AF_INET as u16,
+            sock_type: libc::SOCK_STREAM as u16,
+            protocol: 6,
+            state: 1,
+            src: Some(("127.0.0.1".parse().unwrap(), 5000)),
+            dst: Some(("127.0.0.1".parse().unwrap(), 40000)),
+            ..Default::default()
+        };
         s.nr[Queue::TcpRecv as usize] = 1;
         s.bytes[Queue::TcpRecv as usize] = 5;
         s.bytes[Queue::TcpWrite as usize] = 3;
