@@ -803,6 +803,59 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_without_the_path_kfunc_says_so() {
+        let raw = decode_stream(&[end_rec(0, -libc::EOPNOTSUPP, 0, 0)]).unwrap();
+        let err = finish(7, -libc::EOPNOTSUPP, raw).unwrap_err().to_string();
+        assert!(
+            err.contains("lack bpf_iter_task_file_get_path()") && err.contains("scripts/build"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn path_records_attach_to_their_file() {
+        fn path_rec(seq: u32, fd: u32, error: i32, path: &[u8]) -> Vec<u8> {
+            let fixed = std::mem::offset_of!(crib_rec_path, path);
+            let mut v = vec![0u8; fixed];
+            v[0..2].copy_from_slice(&(CRIB_REC_PATH as u16).to_ne_bytes());
+            v[2..4].copy_from_slice(&((fixed + path.len()) as u16).to_ne_bytes());
+            v[4..8].copy_from_slice(&seq.to_ne_bytes());
+            v[8..12].copy_from_slice(&fd.to_ne_bytes());
+            v[12..16].copy_from_slice(&error.to_ne_bytes());
+            v.extend_from_slice(path);
+            v
+        }
+        let recs = vec![
+            file_rec(0, 3),
+            path_rec(1, 3, 0, b"/tmp/a (deleted)\0"),
+            file_rec(2, 4),
+            path_rec(3, 4, -libc::ENAMETOOLONG, b""),
+            end_rec(4, 0, 4, 0),
+        ];
+        let files = finish(1, 0, decode_stream(&recs).unwrap()).unwrap();
+        assert_eq!(
+            files[0].path.as_deref(),
+            Some(Path::new("/tmp/a (deleted)"))
+        );
+        assert_eq!(
+            (files[1].path.as_deref(), files[1].path_errno),
+            (None, libc::ENAMETOOLONG)
+        );
+        // a path for another fd, a path without its NUL, two paths for one file
+        for bad in [
+            vec![file_rec(0, 3), path_rec(1, 4, 0, b"/x\0")],
+            vec![file_rec(0, 3), path_rec(1, 3, 0, b"/x")],
+            vec![
+                file_rec(0, 3),
+                path_rec(1, 3, 0, b"/x\0"),
+                path_rec(2, 3, 0, b"/y\0"),
+            ],
+        ] {
+            assert!(decode_stream(&bad).is_err());
+        }
+    }
+
+    #[test]
     fn dev_encodings() {
         // glibc: makedev(8, 0x12345) -> kernel MAJOR << 20 | MINOR
         let user = libc::makedev(8, 0x12345);
