@@ -181,10 +181,38 @@ fn table_dump(pid: i32, truth: &BTreeMap<u32, FdTruth>) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// On a kernel whose CRIB kfuncs lack `bpf_iter_task_file_get_path()` (the patched kernel
+/// until the series carries it), `crib dump` must fail with the message that says so; the
+/// test checks that, and says loudly what it could not check.
+fn without_path_kfunc(flavor: Flavor, pid: i32) -> Result<bool> {
+    if kfuncs::has(kfuncs::PATH_KFUNC) {
+        return Ok(false);
+    }
+    let err = expect_exit(
+        &crib(&["dump", "--pid", &pid.to_string()])?,
+        1,
+        "crib dump without the path kfunc",
+    )?;
+    ensure!(
+        err.contains("lack bpf_iter_task_file_get_path()"),
+        "{flavor}: without the path kfunc: {err}"
+    );
+    println!(
+        "NOT CHECKED on this {flavor} kernel: it has no {} (its CRIB kfuncs predate it), so \
+         crib dump fails, with the message that says so: {}",
+        kfuncs::PATH_KFUNC,
+        err.trim()
+    );
+    Ok(true)
+}
+
 fn table_and_json(flavor: Flavor) -> Result<()> {
     let dir = tempfile::tempdir_in("/tmp")?;
     let demo = DemoProcess::spawn(dir.path())?;
     let pid = demo.pid();
+    if without_path_kfunc(flavor, pid)? {
+        return Ok(());
+    }
     let truth = truth::read_fd_table(pid)?;
     let files = json_dump(pid, &truth)?;
     let rows = table_dump(pid, &truth)?;
@@ -319,6 +347,9 @@ fn free_pid() -> Result<i32> {
 }
 
 fn errors(flavor: Flavor) -> Result<()> {
+    if without_path_kfunc(flavor, 1)? {
+        return Ok(());
+    }
     // No such process.
     let pid = free_pid()?;
     let err = expect_exit(
@@ -347,8 +378,8 @@ fn errors(flavor: Flavor) -> Result<()> {
     let t = Instant::now();
     while std::fs::read_to_string(format!("/proc/{tpid}/comm"))?.trim() != "sleep" {
         ensure!(
-            t.elapsed() < Duration::from_secs(10),
-            "the target did not exec"
+            t.elapsed() < Duration::from_secs(60),
+            "the target did not exec sleep within 60 s"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -247,8 +247,9 @@ impl DemoProcess {
         let t = Instant::now();
         let comm = format!("/proc/{}/comm", demo.pid());
         while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
-            if t.elapsed() > std::time::Duration::from_secs(10) {
-                bail!("the demo process did not exec sleep within 10 s");
+            // Minutes, not seconds, on a loaded TCG host.
+            if t.elapsed() > std::time::Duration::from_secs(60) {
+                bail!("the demo process did not exec sleep within 60 s");
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

@@ -52,6 +52,17 @@ pub fn provider_in(sys: &Path) -> Result<Provider, String> {
     }
 }
 
+/// Whether the running kernel (or a loaded module) has function `name`, from /proc/kallsyms
+/// (names are listed even where addresses are hidden). For kfuncs added after a kernel was
+/// built, e.g. [`PATH_KFUNC`] on a patched kernel whose series predates it.
+pub fn has(name: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .is_ok_and(|k| k.lines().any(|l| l.split_whitespace().nth(2) == Some(name)))
+}
+
+/// The kfunc `crib dump` needs for paths.
+pub const PATH_KFUNC: &str = "bpf_iter_task_file_get_path";
+
 /// `Some(message)` when the kfuncs are unavailable.
 pub fn unavailable() -> Option<String> {
     provider().err()
