@@ -429,13 +429,20 @@ fn save_tcp(
     let write_seq = repair
         .queue_seq(TCP_SEND_QUEUE)
         .map_err(io_err(what("TCP_QUEUE_SEQ (send)")))?;
-    let mut send = if outq > 0 {
-        repair
-            .peek(outq as usize + SEND_PEEK_SLACK)
-            .map_err(io_err(what("peek of the send queue")))?
-    } else {
-        Vec::new()
-    };
+    // As CRIU: SIOCOUTQ + 1 bytes. Only a partly acked head packet gives more; then once
+    // more with room for it.
+    let mut send = Vec::new();
+    if outq > 0 {
+        send = repair
+            .peek(outq as usize + 1)
+            .map_err(io_err(what("peek of the send queue")))?;
+        if send.len() > outq as usize {
+            ph.syscalls += 1;
+            send = repair
+                .peek(outq as usize + SEND_PEEK_SLACK)
+                .map_err(io_err(what("peek of the send queue")))?;
+        }
+    }
     if send.len() < outq as usize {
         return Err(CriuError::Diag(format!(
             "fd {tfd}: peeked {} bytes of the send queue, SIOCOUTQ says {outq}",

@@ -33,7 +33,7 @@ use crate::sock_truth::{self, TcpWindow};
 pub const DEFAULT_SOCKETS: &[u32] = &[100, 1000];
 pub const DEFAULT_ROUNDS: u32 = 5;
 /// Bytes each end writes to the other.
-pub const DEFAULT_BYTES: u32 = 4096;
+pub const DEFAULT_BYTES: u32 = 16384;
 /// SO_RCVBUF of both ends (the kernel doubles it).
 pub const DEFAULT_RCVBUF: u32 = 4096;
 /// Upper bound for one size: the target's fds, and the dump's records in the 64 MiB ring
@@ -397,8 +397,15 @@ pub fn tcp_sock_of(d: &SockDump) -> Result<Option<TcpSock>, SockBenchError> {
         a.map(|(ip, port)| std::net::SocketAddr::new(ip, port))
             .ok_or_else(|| bad(format!("no {which} address")))
     };
-    let mut send = d.queue_bytes(Queue::TcpRtx);
-    send.extend(d.queue_bytes(Queue::TcpWrite));
+    // Whole slices, not sock_dump's byte iterator: this is in the timed part.
+    let bytes_of = |qs: &[Queue]| {
+        let mut v = Vec::with_capacity(qs.iter().map(|&q| r.bytes_of(q) as usize).sum());
+        for i in d.items.iter().filter(|i| qs.contains(&i.queue)) {
+            v.extend_from_slice(&i.data);
+        }
+        v
+    };
+    let send = bytes_of(&[Queue::TcpRtx, Queue::TcpWrite]);
     Ok(Some(TcpSock {
         fd: r.fd,
         family: r.family,
@@ -420,7 +427,7 @@ pub fn tcp_sock_of(d: &SockDump) -> Result<Option<TcpSock>, SockBenchError> {
         mss: r.mss_cache,
         snd_wscale: r.snd_wscale,
         rcv_wscale: r.rcv_wscale,
-        recv: d.queue_bytes(Queue::TcpRecv),
+        recv: bytes_of(&[Queue::TcpRecv]),
         send,
     }))
 }
