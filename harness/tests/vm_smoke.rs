@@ -6,7 +6,9 @@
 use std::io::Write as _;
 
 use crib_harness::kernel::{Flavor, Kernel};
-use crib_harness::vm::{current_test_name, in_guest, run_test_in_guest, GuestTestError, SplatKind};
+use crib_harness::vm::{
+    current_test_name, in_guest, run_test_in_guest, Backend, GuestTestError, SplatKind, Vm,
+};
 use rstest::rstest;
 
 fn guest_flavor() -> Flavor {
@@ -115,4 +117,44 @@ fn vm_kernel_warning_in_guest_fails_the_run_with_excerpt() {
         }
         _ => panic!("failed, but not because of the splat: {err:#}"),
     }
+}
+
+/// Command runs boot with the direct backend by default; vmtest, the interactive shell's
+/// backend and the other one `CRIB_VM_BACKEND` selects, must keep working: boot it, run a
+/// command, check the guest runs this build and the setup loaded the module.
+#[test]
+fn vm_vmtest_backend_boots_and_runs_a_command() {
+    if in_guest() {
+        return;
+    }
+    let kernel = Kernel::locate(Flavor::Stock).unwrap_or_else(|e| panic!("{e:#}"));
+    let argv: Vec<std::ffi::OsString> = [
+        "sh",
+        "-c",
+        "uname -r; grep -c '^crib_kfuncs ' /proc/modules",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    let run = Vm::new(&kernel)
+        .backend(Backend::Vmtest)
+        .run(&argv)
+        .unwrap_or_else(|e| panic!("vmtest backend: {e}"));
+    assert_eq!(run.exit_code, 0, "{}", run.output);
+    let lines: Vec<&str> = run.output.lines().map(str::trim).collect();
+    assert!(lines.contains(&kernel.release.as_str()), "{}", run.output);
+    assert!(
+        lines.contains(&"1"),
+        "crib_kfuncs not loaded: {}",
+        run.output
+    );
+    assert!(
+        run.console.contains("qemu-guest-agent") || run.console.contains("===>"),
+        "not vmtest:\n{}",
+        run.console
+    );
+    eprintln!(
+        "vmtest: boot to command {:?}, round trip {:?}",
+        run.boot, run.total
+    );
 }

@@ -50,8 +50,13 @@ use super::vmtest::{kill_group, wait_bounded};
 use super::{GuestRun, Vm, VmError};
 use crate::kernel::cache_dir;
 
-/// 9p mount options of the root, as vmtest uses them.
-const ROOTFLAGS_9P: &str = "trans=virtio,cache=mmap,msize=1048576";
+/// 9p mount options of the root. vmtest mounts with `cache=mmap`, which sends every read to the
+/// host; `cache=loose` keeps pages and metadata in the guest, which the read-only root of one
+/// short run allows (the host does not change the files a test runs while it runs; a `--rw`
+/// run's writes reach the host at the latest with the sync before power-off). Measured in
+/// one guest: an exec of `/bin/true` 0.36 s with `mmap`, 0.23 s with `loose`; boot to
+/// command 9.0 s -> 7.2 s.
+const ROOTFLAGS_9P: &str = "trans=virtio,cache=loose,msize=1048576";
 /// How often the console log is read.
 const POLL: Duration = Duration::from_millis(50);
 /// After the END marker, how long QEMU gets to power off before it is killed.

@@ -113,7 +113,9 @@ impl Vm {
     /// code. No timeout.
     pub fn interactive(&self) -> Result<i32, VmError> {
         crate::settings::checked()?;
-        if self.backend_choice()? == Backend::Direct {
+        // The direct backend has no terminal to give; vmtest does, so an interactive shell
+        // boots through vmtest unless the caller asked for direct.
+        if self.explicit_backend()? == Some(Backend::Direct) {
             return Err(VmError::InteractiveNeedsVmtest);
         }
         let accel = self.accel_choice()?;

@@ -124,7 +124,7 @@ fn kernel_cmdline_has_root_console_init_panic_then_the_shared_kargs() {
     let c = kernel_cmdline("/c/tmp/vd1/init", "ro acpi=noirq tsc=reliable quiet").unwrap();
     for a in [
         "rootfstype=9p",
-        "rootflags=trans=virtio,cache=mmap,msize=1048576",
+        "rootflags=trans=virtio,cache=loose,msize=1048576",
         "console=ttyS0,115200",
         "printk.devkmsg=on",
         "init=/c/tmp/vd1/init",

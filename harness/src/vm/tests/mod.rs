@@ -537,12 +537,14 @@ fn guests_skip_the_boot_time_timer_irq_self_test() {
 }
 
 #[test]
-fn release_kernels_boot_with_vmtest_and_debug_kernels_directly() {
+fn every_kernel_boots_directly_unless_told_otherwise() {
     let mut k = fake_kernel(Flavor::Stock);
-    k.variant = "release".into();
-    assert_eq!(Backend::default_for(&k), Backend::Vmtest);
-    k.variant = "debug".into();
-    assert_eq!(Backend::default_for(&k), Backend::Direct);
+    for variant in ["release", "debug"] {
+        k.variant = variant.into();
+        assert_eq!(Backend::default_for(&k), Backend::Direct, "{variant}");
+    }
+    let vm = Vm::new(&k).backend(Backend::Vmtest);
+    assert_eq!(vm.backend_choice().ok(), Some(Backend::Vmtest));
 }
 
 #[test]
