@@ -46,7 +46,7 @@ pub const VARS: &[Var] = &[
     var("CRIB_VARIANT", "`release`", "which kernel variant to build and boot: `release` or `debug` (KASAN, lockdep)"),
     var("CRIB_KERNEL_DIR", "unset", "test a kernel built elsewhere: its build directory (bzImage + vmlinux) instead of the cache's"),
     var("CRIB_ACCEL", "probed", "`tcg` or `kvm` forces the accelerator; unset: the cached KVM probe verdict"),
-    var("CRIB_VM_BACKEND", "by variant", "`vmtest` or `direct`; unset: vmtest for release kernels, direct for debug"),
+    var("CRIB_VM_BACKEND", "`direct`", "`direct` or `vmtest`; unset: direct for command runs, vmtest for the interactive shell"),
     var("CRIB_VM_TIMEOUT", "`300`", "seconds one guest run may take before it is killed"),
     var("CRIB_VM_KARGS", "none", "more kernel arguments, appended to the runner's"),
     var("CRIB_VM_MEM", "`2G`", "guest memory (QEMU `-m`)"),
