@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 
+use super::bench_run;
 use crate::bench::{self, DEFAULT_FDS, DEFAULT_ROUNDS, DEFAULT_WARMUP, MAX_FDS};
-use crate::vm;
 
 /// (In a guest, as root) what one get_file/put pair costs per use of the current file
 ///
@@ -34,20 +34,11 @@ pub fn run(a: &BenchArgs) -> Result<i32> {
         rounds: a.rounds,
         warmup: a.warmup,
     };
-    match bench::run(&opts, &mut |msg| log::info!("{msg}")) {
-        Ok(r) => {
-            print!("{}", r.render());
-            Ok(0)
-        }
-        Err(e) => {
-            let hint = if vm::in_guest() {
-                ""
-            } else {
-                "\n(the programs need the CRIB kfuncs: run it in a guest, e.g. \
-                 scripts/vm --kernel stock -- target/debug/crib bench)"
-            };
-            log::error!("{e}{hint}");
-            Ok(1)
-        }
-    }
+    Ok(bench_run::run(
+        module_path!(),
+        "the programs need the CRIB kfuncs: run it in a guest, e.g. \
+         scripts/vm --kernel stock -- target/debug/crib bench",
+        |progress| bench::run(&opts, progress),
+        bench::Report::render,
+    ))
 }

@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 
+use super::bench_run;
 use crate::sock_bench::{self, DEFAULT_BYTES, DEFAULT_RCVBUF, DEFAULT_ROUNDS, MAX_SOCKETS};
-use crate::vm;
 
 /// (In a guest, as root) dump N TCP sockets with CRIB and with CRIU's method, and time both
 ///
@@ -42,20 +42,11 @@ pub fn run(a: &BenchSocksArgs) -> Result<i32> {
         bytes: a.bytes,
         rcvbuf: a.rcvbuf,
     };
-    match sock_bench::run(&opts, &mut |msg| log::info!("{msg}")) {
-        Ok(r) => {
-            print!("{}", r.render());
-            Ok(0)
-        }
-        Err(e) => {
-            let hint = if vm::in_guest() {
-                ""
-            } else {
-                "\n(it needs the CRIB kfuncs and repair mode: run it in a guest, e.g. \
-                 scripts/vm --kernel patched -- target/debug/crib bench-socks)"
-            };
-            log::error!("{e}{hint}");
-            Ok(1)
-        }
-    }
+    Ok(bench_run::run(
+        module_path!(),
+        "it needs the CRIB kfuncs and repair mode: run it in a guest, e.g. \
+         scripts/vm --kernel patched -- target/debug/crib bench-socks",
+        |progress| sock_bench::run(&opts, progress),
+        sock_bench::Report::render,
+    ))
 }
