@@ -70,7 +70,7 @@ int tf_early_break_then_destroy(void *ctx)
 }
 
 SEC("syscall")
-__description("early break out of bpf_for_each(): the cleanup attribute destroys")
+__description("early break out of bpf_for_each(): its cleanup destroys")
 __success __retval(0)
 int tf_early_break_for_each(void *ctx)
 {
@@ -111,7 +111,7 @@ int tf_nested_tasks_rcu_x_files(void *ctx)
 }
 
 SEC("syscall")
-__description("nested: pids by bpf_for() + bpf_task_from_pid() x task_file, no RCU CS")
+__description("nested: bpf_for() pids + bpf_task_from_pid() x task_file")
 __success __retval(0)
 int tf_nested_pids_x_files(void *ctx)
 {
@@ -150,7 +150,7 @@ int tf_get_fd_before_first_next(void *ctx)
 }
 
 SEC("syscall")
-__description("get_fd() after next() returned NULL (iteration over) returns -ENOENT")
+__description("get_fd() after next() returned NULL returns -ENOENT")
 __success __retval(-2)
 int tf_get_fd_after_end(void *ctx)
 {
@@ -205,7 +205,7 @@ int tf_get_file_live(void *ctx)
 	while ((item = bpf_iter_task_file_next(&it))) {
 		f = bpf_iter_task_file_get_file(&it);
 		if (!f)
-			continue;	/* only regular files open for reading */
+			continue;	/* readable regular files only */
 		if (f != item->file)
 			tf_bad++;
 		bpf_crib_put_file(f);
@@ -237,7 +237,7 @@ int tf_get_file_before_first_next(void *ctx)
 }
 
 SEC("syscall")
-__description("bpf_fget_task() on each open fd of current, NULL-checked, then put")
+__description("bpf_fget_task() on each fd of current, NULL-checked, put")
 __success __retval(0)
 int tf_fget_task_then_put(void *ctx)
 {
@@ -250,7 +250,7 @@ int tf_fget_task_then_put(void *ctx)
 	bpf_for_each(task_file, item, cur) {
 		f = bpf_fget_task(cur, item->fd);
 		if (!f)
-			continue;	/* not regular + readable, or closed meanwhile */
+			continue;	/* not readable regular, or closed */
 		if (f != item->file)
 			tf_bad++;
 		bpf_crib_put_file(f);
@@ -277,7 +277,7 @@ int tf_fget_task_closed_fd(void *ctx)
 }
 
 SEC("syscall")
-__description("bpf_fget_task() on a task from bpf_task_from_pid(), both released")
+__description("bpf_fget_task() on a bpf_task_from_pid() task, both released")
 __success __retval(0)
 int tf_fget_task_from_pid(void *ctx)
 {
@@ -341,12 +341,10 @@ int tf_iter_in_rcu_cs(void *ctx)
 
 /* ---- bpf_iter_task_file_get_path() ------------------------------------- */
 
-#define ENAMETOOLONG	36
-
 char tf_path_buf[4096];
 
 SEC("syscall")
-__description("get_path() of every file: NUL-terminated at the returned length, some absolute")
+__description("get_path() of every file: NUL at the length, some absolute")
 __success __retval(0)
 int tf_get_path_every_file(void *ctx)
 {
@@ -359,7 +357,8 @@ int tf_get_path_every_file(void *ctx)
 	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
 	while (bpf_iter_task_file_next(&it)) {
 		tf_n++;
-		n = bpf_iter_task_file_get_path(&it, tf_path_buf, sizeof(tf_path_buf));
+		n = bpf_iter_task_file_get_path(&it, tf_path_buf,
+						sizeof(tf_path_buf));
 		if (n < 2 || n > (int)sizeof(tf_path_buf)) {
 			tf_bad++;
 			continue;
@@ -395,7 +394,7 @@ int tf_get_path_before_first_next(void *ctx)
 }
 
 SEC("syscall")
-__description("get_path() after next() returned NULL (iteration over) returns -ENOENT")
+__description("get_path() after next() returned NULL returns -ENOENT")
 __success __retval(-2)
 int tf_get_path_after_end(void *ctx)
 {
@@ -415,7 +414,7 @@ int tf_get_path_after_end(void *ctx)
 }
 
 SEC("syscall")
-__description("get_path() into one byte: -ENAMETOOLONG (a path and its NUL need two)")
+__description("get_path() into one byte: -ENAMETOOLONG (path + NUL: two)")
 __success __retval(-36)
 int tf_get_path_too_long_for_buf(void *ctx)
 {
@@ -443,7 +442,8 @@ int tf_get_path_in_rcu_cs(void *ctx)
 	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
 	while (bpf_iter_task_file_next(&it)) {
 		tf_n++;
-		if (bpf_iter_task_file_get_path(&it, tf_path_buf, sizeof(tf_path_buf)) < 2)
+		if (bpf_iter_task_file_get_path(&it, tf_path_buf,
+						sizeof(tf_path_buf)) < 2)
 			tf_bad++;
 	}
 	bpf_iter_task_file_destroy(&it);
