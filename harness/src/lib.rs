@@ -7,6 +7,7 @@ pub mod cli;
 pub mod criu_dump;
 pub mod dump;
 pub mod errno;
+pub mod fd_bench;
 pub mod file_read;
 pub mod hello;
 pub mod kernel;
@@ -18,6 +19,7 @@ pub mod sock_bench;
 pub mod sock_dump;
 pub mod sock_truth;
 pub mod target;
+pub mod test_support;
 pub mod truth;
 pub mod vm;
 

@@ -28,6 +28,7 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     Dump(cli::dump::DumpArgs),
     BenchSocks(cli::bench_socks::BenchSocksArgs),
+    BenchFds(cli::bench_fds::BenchFdsArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(a),
         Command::Dump(a) => cli::dump::run(a),
         Command::BenchSocks(a) => cli::bench_socks::run(a),
+        Command::BenchFds(a) => cli::bench_fds::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

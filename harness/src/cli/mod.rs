@@ -5,6 +5,7 @@
 //! diagnostics go through `log` (set up by [`init_logging`]); results go to stdout.
 
 pub mod bench;
+pub mod bench_fds;
 pub mod bench_run;
 pub mod bench_socks;
 pub mod cases;
