@@ -3,7 +3,7 @@
 //! is trusted for the current step and goes to a kfunc directly).
 //!
 //! A target child opens N regular files read-only (what `get_file()` hands out and
-//! `bpf_dynptr_from_file()` accepts on either kernel; kernel-patches/0002 refuses anything else)
+//! `bpf_dynptr_from_file()` accepts on either kernel; kernel-patches/0001 refuses anything else)
 //! and sleeps. The programs of `selftests/progs/bench_task_file.bpf.c` walk its fd table, one
 //! mode per program ([`Mode`]), and time the walk inside the program with `bpf_ktime_get_ns()`:
 //! SYSCALL programs take no `repeat`, so a time taken around `BPF_PROG_RUN` from user space
@@ -36,7 +36,7 @@ use std::path::PathBuf;
 
 use crate::loader::LoaderError;
 
-pub use options::{Options, USAGE};
+pub use options::Options;
 pub use programs::{check_sample, Bench, Fail, Sample};
 pub use report::{median, Measured, Outcome, Report};
 pub use table::{read_table, TableFd};

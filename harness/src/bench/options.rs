@@ -1,6 +1,5 @@
-//! What `crib bench` runs: the number of files, rounds and warm-up rounds.
-
-use std::ffi::OsString;
+//! What `crib bench` runs: the number of files, rounds and warm-up rounds (the CLI parses
+//! them with clap, `cli::bench::BenchArgs`).
 
 use super::{BenchError, DEFAULT_FDS, DEFAULT_ROUNDS, DEFAULT_WARMUP, MAX_FDS};
 
@@ -25,50 +24,9 @@ impl Default for Options {
     }
 }
 
-pub const USAGE: &str = "usage: crib bench [--fds N] [--rounds N] [--warmup N]";
-
 impl Options {
-    /// Parse `crib bench` arguments (`--fds N`, `--fds=N`, ...). `Ok(None)` for `--help`.
-    pub fn parse(args: &[OsString]) -> Result<Option<Options>, BenchError> {
-        let mut o = Options::default();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let s = a.to_str().ok_or_else(|| {
-                BenchError::Usage(format!("argument {a:?} is not UTF-8\n{USAGE}"))
-            })?;
-            if s == "-h" || s == "--help" {
-                return Ok(None);
-            }
-            let (flag, inline) = match s.split_once('=') {
-                Some((f, v)) => (f, Some(v.to_string())),
-                None => (s, None),
-            };
-            let field = match flag {
-                "--fds" => &mut o.fds,
-                "--rounds" => &mut o.rounds,
-                "--warmup" => &mut o.warmup,
-                _ => {
-                    return Err(BenchError::Usage(format!(
-                        "unexpected argument {s:?}\n{USAGE}"
-                    )))
-                }
-            };
-            let v = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .and_then(|v| v.to_str())
-                    .map(str::to_string)
-                    .ok_or_else(|| BenchError::Usage(format!("{flag} needs a value\n{USAGE}")))?,
-            };
-            *field = v.parse().map_err(|_| {
-                BenchError::Usage(format!("{flag} {v:?}: want a whole number\n{USAGE}"))
-            })?;
-        }
-        o.check()?;
-        Ok(Some(o))
-    }
-
+    /// The limits `crib bench`'s arguments have too: 1..=MAX_FDS files, 1..=1,000,000 rounds,
+    /// 0..=1,000,000 warm-up rounds.
     pub fn check(&self) -> Result<(), BenchError> {
         if self.fds == 0 || self.fds > MAX_FDS {
             return Err(BenchError::Usage(format!(

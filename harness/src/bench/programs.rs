@@ -197,7 +197,7 @@ fn decode_fail(bytes: &[u8]) -> Option<crib_bench_fail> {
 }
 
 /// Whether the kernel may refuse `fail` for this fd: only for files that are not regular
-/// files open for reading, and a dynptr only with the errno kernel-patches/0002 gives (EBADF
+/// files open for reading, and a dynptr only with the errno kernel-patches/0001 gives (EBADF
 /// for a file not open for reading, else EINVAL for one that is not regular).
 fn fail_allowed(t: &TableFd, fail: Fail) -> bool {
     if t.usable() {

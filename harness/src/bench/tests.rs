@@ -1,34 +1,31 @@
-//! Unit tests of the option parser, the statistics, the checks and the report.
-
-use std::ffi::OsString;
+//! Unit tests of the option limits, the statistics, the checks and the report.
 
 use super::*;
 
-fn os(v: &[&str]) -> Vec<OsString> {
-    v.iter().map(OsString::from).collect()
-}
-
 #[test]
-fn options_parse_and_reject_with_a_reason() {
-    assert_eq!(Options::parse(&[]).unwrap(), Some(Options::default()));
-    let o = Options::parse(&os(&["--fds", "10", "--rounds=3", "--warmup", "0"]))
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        o,
-        Options {
-            fds: 10,
-            rounds: 3,
-            warmup: 0
-        }
-    );
-    assert_eq!(Options::parse(&os(&["--help"])).unwrap(), None);
-    let e = |v: &[&str]| Options::parse(&os(v)).unwrap_err().to_string();
-    assert!(e(&["--fds", "0"]).contains("--fds 0"));
-    assert!(e(&["--fds", "x"]).contains("whole number"));
-    assert!(e(&["--rounds"]).contains("needs a value"));
-    assert!(e(&["--bogus"]).contains("unexpected argument"));
-    assert!(e(&["--fds", "2000000"]).contains("1..="));
+fn options_check_rejects_out_of_range_with_a_reason() {
+    let d = Options::default();
+    assert!(d.check().is_ok());
+    let e = |o: Options| o.check().unwrap_err().to_string();
+    assert!(e(Options { fds: 0, ..d }).contains("--fds 0"));
+    assert!(e(Options {
+        fds: MAX_FDS + 1,
+        ..d
+    })
+    .contains("1..="));
+    assert!(Options { fds: MAX_FDS, ..d }.check().is_ok());
+    assert!(e(Options { rounds: 0, ..d }).contains("--rounds 0"));
+    assert!(e(Options {
+        rounds: 1_000_001,
+        ..d
+    })
+    .contains("--rounds"));
+    assert!(e(Options {
+        warmup: 1_000_001,
+        ..d
+    })
+    .contains("--warmup"));
+    assert!(Options { warmup: 0, ..d }.check().is_ok());
 }
 
 #[test]
@@ -112,7 +109,7 @@ fn samples_are_checked_against_the_table() {
     };
     let ok = |m: Mode, s: &Sample| check_sample(m, 0, 9, s, &t);
     // refusals on stdio that is not a regular file open for reading are expected, with
-    // kernel-patches/0002's errnos: EBADF not readable, EINVAL readable but not regular
+    // kernel-patches/0001's errnos: EBADF not readable, EINVAL readable but not regular
     let stdio = [
         (0, Fail::Dynptr(-libc::EINVAL)),
         (1, Fail::Dynptr(-libc::EBADF)),
