@@ -1,6 +1,7 @@
 //! Host-side checks of the kernel series: it applies to the base with `git am`, the in-tree
-//! sources it adds are byte-identical to the module's `kfuncs/`, and every patch is
-//! checkpatch-clean with the flags bpf reviewers use. `scripts/series check` does the work; this
+//! sources it adds are byte-identical to the module's `kfuncs/`, the in-tree selftests it carries
+//! are byte-identical to their sources under `selftests/` (`SELFTEST_COPIES` in the script), and
+//! every patch is checkpatch-clean with the flags bpf reviewers use. `scripts/series check` does the work; this
 //! test makes it part of `cargo nextest run`, and prints its whole output on failure.
 
 use std::path::Path;
