@@ -34,10 +34,11 @@ use anyhow::{bail, ensure, Context, Result};
 use crib_harness::file_read::{self, FileReader, Outcome, Via};
 use crib_harness::kernel::Flavor;
 use crib_harness::loader::{self, LoadOpts};
-use crib_harness::vm::guest_test as run;
+use crib_harness::vm::{current_test_name, guest_test as run};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
+use rstest::rstest;
 
 const CONTENT: &[u8; 16] = b"crib-read-probe!";
 
@@ -208,14 +209,28 @@ fn get_file_expect(mode: &str) -> Outcome {
     }
 }
 
-fn stock(_: Flavor) -> Result<()> {
+/// Which of this process's files each way of reading yields (module doc); on stock also that
+/// the verifier refuses `item->file` passed directly.
+fn reads(flavor: Flavor) -> Result<()> {
     let dir = Path::new("/tmp/crib-file-read");
     fs::create_dir_all(dir).context("creating /tmp/crib-file-read")?;
     let files = open_files(dir)?;
+    match flavor {
+        Flavor::Stock => item_file_untrusted()?,
+        Flavor::Patched => check(Via::ItemFile, &files, |mode| match mode {
+            "O_RDONLY" | "O_RDWR" => readable(),
+            "pipe" => Outcome::DynptrRefused(Errno::EINVAL as i32),
+            "trace_pipe" => Outcome::DynptrRefused(Errno::ESPIPE as i32),
+            _ => Outcome::DynptrRefused(Errno::EBADF as i32),
+        })?,
+    }
     check(Via::GetFile, &files, get_file_expect)?;
     check_pipe_intact(&files)?;
-    check_trace_pipe_intact(&files)?;
-    // item->file passed directly: the stock verifier must refuse it as untrusted.
+    check_trace_pipe_intact(&files)
+}
+
+/// Stock: `item->file` passed directly to a kfunc must be refused by the verifier as untrusted.
+fn item_file_untrusted() -> Result<()> {
     let obj = Path::new(crib_harness::BPF_DIR).join(file_read::OBJ_FILE);
     let prog = Via::ItemFile.prog_name();
     let loaded = loader::load_one(&obj, prog, &LoadOpts::default())
@@ -233,35 +248,11 @@ fn stock(_: Flavor) -> Result<()> {
     Ok(())
 }
 
-fn patched(_: Flavor) -> Result<()> {
-    let dir = Path::new("/tmp/crib-file-read");
-    fs::create_dir_all(dir).context("creating /tmp/crib-file-read")?;
-    let files = open_files(dir)?;
-    check(Via::ItemFile, &files, |mode| match mode {
-        "O_RDONLY" | "O_RDWR" => readable(),
-        "pipe" => Outcome::DynptrRefused(Errno::EINVAL as i32),
-        "trace_pipe" => Outcome::DynptrRefused(Errno::ESPIPE as i32),
-        _ => Outcome::DynptrRefused(Errno::EBADF as i32),
-    })?;
-    check(Via::GetFile, &files, get_file_expect)?;
-    check_pipe_intact(&files)?;
-    check_trace_pipe_intact(&files)
-}
-
-#[test]
-fn file_reads_only_regular_readable_files_via_get_file_stock() {
-    run(
-        Flavor::Stock,
-        "file_reads_only_regular_readable_files_via_get_file_stock",
-        stock,
-    );
-}
-
-#[test]
-fn file_reads_item_file_trusted_only_regular_readable_patched() {
-    run(
-        Flavor::Patched,
-        "file_reads_item_file_trusted_only_regular_readable_patched",
-        patched,
-    );
+/// Stock: through get_file() only. Patched: through item->file too, which
+/// bpf_dynptr_from_file() refuses for all but regular files open for reading.
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn file_reads_only_regular_readable_files(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), reads);
 }
