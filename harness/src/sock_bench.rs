@@ -26,8 +26,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::criu_dump::{self, CriuError, Phases, TcpSock};
-use crate::dump::DumpError;
-use crate::sock_dump::{self, Queue, SockDump, SockDumper};
+use crate::dump::{DumpError, RecordCount};
+use crate::sock_dump::{self, Queue, SockDecoder, SockDump, SockDumper};
 use crate::sock_truth::{self, TcpWindow};
 
 pub const DEFAULT_SOCKETS: &[u32] = &[100, 1000];
@@ -373,8 +373,10 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 // ---------------------------------------------------------------------------------------------
 // The two dumps, in one shape
 
-/// A CRIB socket record as a [`TcpSock`]; None for a socket that is not TCP over IP.
-pub fn tcp_sock_of(d: &SockDump) -> Result<Option<TcpSock>, SockBenchError> {
+/// A CRIB socket dump as a [`TcpSock`], its queues' bytes moved, not copied (but for a send
+/// queue split between the retransmit and write queues); None for a socket that is not TCP
+/// over IP.
+pub fn tcp_sock_of(mut d: SockDump) -> Result<Option<TcpSock>, SockBenchError> {
     let r = &d.sock;
     let inet = matches!(i32::from(r.family), libc::AF_INET | libc::AF_INET6);
     if !inet || i32::from(r.protocol) != libc::IPPROTO_TCP {
@@ -397,21 +399,22 @@ pub fn tcp_sock_of(d: &SockDump) -> Result<Option<TcpSock>, SockBenchError> {
         a.map(|(ip, port)| std::net::SocketAddr::new(ip, port))
             .ok_or_else(|| bad(format!("no {which} address")))
     };
-    // Whole slices, not sock_dump's byte iterator: this is in the timed part.
-    let bytes_of = |qs: &[Queue]| {
-        let mut v = Vec::with_capacity(qs.iter().map(|&q| r.bytes_of(q) as usize).sum());
-        for i in d.items.iter().filter(|i| qs.contains(&i.queue)) {
-            v.extend_from_slice(&i.data);
-        }
-        v
-    };
-    let send = bytes_of(&[Queue::TcpRtx, Queue::TcpWrite]);
+    let src = addr(r.src, "local")?;
+    let dst = addr(r.dst, "peer")?;
+    let recv = d.take_queue_bytes(Queue::TcpRecv);
+    let mut send = d.take_queue_bytes(Queue::TcpRtx);
+    if send.is_empty() {
+        send = d.take_queue_bytes(Queue::TcpWrite);
+    } else {
+        send.extend_from_slice(d.queue_data(Queue::TcpWrite));
+    }
+    let r = &d.sock;
     Ok(Some(TcpSock {
         fd: r.fd,
         family: r.family,
         state: r.state,
-        src: addr(r.src, "local")?,
-        dst: addr(r.dst, "peer")?,
+        src,
+        dst,
         snd_una: r.snd_una,
         snd_nxt: r.snd_nxt,
         write_seq: r.write_seq,
@@ -427,12 +430,12 @@ pub fn tcp_sock_of(d: &SockDump) -> Result<Option<TcpSock>, SockBenchError> {
         mss: r.mss_cache,
         snd_wscale: r.snd_wscale,
         rcv_wscale: r.rcv_wscale,
-        recv: bytes_of(&[Queue::TcpRecv]),
+        recv,
         send,
     }))
 }
 
-fn tcp_socks(dumps: &[SockDump]) -> Result<Vec<TcpSock>, SockBenchError> {
+fn tcp_socks(dumps: Vec<SockDump>) -> Result<Vec<TcpSock>, SockBenchError> {
     let mut v = Vec::with_capacity(dumps.len());
     for d in dumps {
         if let Some(s) = tcp_sock_of(d)? {
@@ -445,7 +448,7 @@ fn tcp_socks(dumps: &[SockDump]) -> Result<Vec<TcpSock>, SockBenchError> {
 
 /// CRIB: one program run, decoded, as [`TcpSock`]s.
 pub fn crib_dump(d: &SockDumper, pid: i32) -> Result<Vec<TcpSock>, SockBenchError> {
-    tcp_socks(&d.dump(pid, None)?)
+    tcp_socks(d.dump(pid, None)?)
 }
 
 /// CRIU's method, as [`TcpSock`]s.
@@ -478,15 +481,17 @@ fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
-/// One extra, untimed-for-the-table run of CRIB split into its parts.
+/// Two extra, untimed-for-the-table runs of CRIB split into their parts.
 #[derive(Debug, Clone, Default)]
 pub struct CribParts {
-    /// `BPF_PROG_RUN` + draining the ring buffer into records (`SockDumper::run_raw`)
+    /// `BPF_PROG_RUN` + draining the ring buffer, the records only counted
     pub run_drain: Duration,
-    /// the program's own run time from the kernel's BPF stats, if they could be read
+    /// the program's own run time in that run, from the kernel's BPF stats, if they could be
+    /// read
     pub prog: Option<Duration>,
-    /// decoding and checking the records (`sock_dump::decode_stream` + `finish`)
-    pub decode: Duration,
+    /// `BPF_PROG_RUN` + draining the ring buffer into the decoder, which checks the records
+    /// in place (`SockDumper::dump` without the conversion)
+    pub run_decode: Duration,
     /// turning the dumps into [`TcpSock`]s
     pub convert: Duration,
     pub records: usize,
@@ -645,13 +650,14 @@ impl Report {
             let p = &s.crib_parts;
             let _ = writeln!(
                 o,
-                "    one more CRIB run in parts: BPF_PROG_RUN + drain {:.2} ms (program alone: \
-                 {}), decode {:.2} ms, to TcpSock {:.2} ms; {} records, {:.1} MiB",
+                "    two more CRIB runs in parts: BPF_PROG_RUN + drain (records counted) {:.2} ms \
+                 (program alone: {}); BPF_PROG_RUN + drain + decode in place {:.2} ms, to \
+                 TcpSock {:.2} ms; {} records, {:.1} MiB",
                 ms(us(p.run_drain)),
                 p.prog
                     .map(|d| format!("{:.2} ms", ms(us(d))))
                     .unwrap_or_else(|| "n/a".into()),
-                ms(us(p.decode)),
+                ms(us(p.run_decode)),
                 ms(us(p.convert)),
                 p.records,
                 p.record_bytes as f64 / f64::from(1 << 20)
@@ -731,15 +737,22 @@ fn crib_parts(d: &SockDumper, pid: i32) -> Result<CribParts, SockBenchError> {
     let stats = (stats >= 0).then(|| unsafe { OwnedFd::from_raw_fd(stats) });
     let before = stats.as_ref().and(prog_run_time_ns(sock_dump::PROG_NAME));
     let t = Instant::now();
-    let (retval, records) = d.run_raw(pid, None, 0)?;
+    let (retval, count) = d.run_into(pid, None, RecordCount::default())?;
     let run_drain = t.elapsed();
     let after = stats.as_ref().and(prog_run_time_ns(sock_dump::PROG_NAME));
     drop(stats);
+    if retval != 0 {
+        return Err(SockBenchError::Check(format!(
+            "the counting run failed: {}",
+            sock_dump::errno_str(-retval)
+        )));
+    }
     let t = Instant::now();
-    let socks = sock_dump::finish(pid, retval, sock_dump::decode_stream(&records)?)?;
-    let decode = t.elapsed();
+    let (retval, dec) = d.run_into(pid, None, SockDecoder::new(false))?;
+    let socks = dec.judge(pid, retval)?;
+    let run_decode = t.elapsed();
     let t = Instant::now();
-    let v = tcp_socks(&socks)?;
+    let v = tcp_socks(socks)?;
     let convert = t.elapsed();
     drop(v);
     Ok(CribParts {
@@ -748,10 +761,10 @@ fn crib_parts(d: &SockDumper, pid: i32) -> Result<CribParts, SockBenchError> {
             (Some(b), Some(a)) if a > b => Some(Duration::from_nanos(a - b)),
             _ => None,
         },
-        decode,
+        run_decode,
         convert,
-        records: records.len(),
-        record_bytes: records.iter().map(Vec::len).sum(),
+        records: count.records,
+        record_bytes: count.bytes,
     })
 }
 

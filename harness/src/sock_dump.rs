@@ -2,6 +2,10 @@
 //! (one socket record, then per queued packet an item record and the data chunks of its bytes)
 //! into typed values, and check that the stream is internally complete.
 //!
+//! Records are decoded in place, in the ring buffer's memory ([`SockDecoder`] is the
+//! [`RecordSink`] of the run): the one copy of a queue's bytes is the one into that queue's
+//! byte vector, sized beforehand from the socket record's totals.
+//!
 //! The layouts come from bindgen (`crate::records`). A dump is returned only when it is
 //! complete: the program returned 0, the end record came last with no error and no drops, every
 //! socket is followed by exactly the items its record announces, every item by exactly its
@@ -12,13 +16,15 @@
 use std::fmt;
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
 use std::path::Path;
 
-use crate::dump::{read_pod, record_header, DumpError, EndRecord, RingbufProgram};
+use crate::dump::stream::{bad_record, fixed_record};
+use crate::dump::{read_pod, DumpError, EndRecord, RecordSink, RingbufProgram, StreamCheck};
 use crate::records::{
-    crib_rec_end, crib_rec_hdr, crib_rec_sock, crib_rec_sock_data, crib_rec_sock_item,
-    crib_sock_dump_ctx, CRIB_REC_END, CRIB_REC_SOCK, CRIB_REC_SOCK_DATA, CRIB_REC_SOCK_ITEM,
-    CRIB_SOCK_CHUNK, CRIB_SOCK_DUMP_F_NO_ITEMS, CRIB_SOCK_NR_QUEUES,
+    crib_rec_sock, crib_rec_sock_data, crib_rec_sock_item, crib_sock_dump_ctx, CRIB_REC_END,
+    CRIB_REC_SOCK, CRIB_REC_SOCK_DATA, CRIB_REC_SOCK_ITEM, CRIB_SOCK_CHUNK,
+    CRIB_SOCK_DUMP_F_NO_ITEMS, CRIB_SOCK_NR_QUEUES,
 };
 
 /// Name of the program (and its object file stem) that dumps sockets.
@@ -145,25 +151,54 @@ pub struct Item {
     pub nr_fds: u32,
     /// UDP receive: the sender
     pub src: Option<(IpAddr, u16)>,
-    pub data: Vec<u8>,
+    /// Where the packet's bytes are in its queue's bytes ([`SockDump::data`] gives them);
+    /// `data.len()` bytes have arrived.
+    pub data: Range<usize>,
 }
 
-/// One socket and its packets, in the order the kernel walked them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One socket and its packets, in the order the kernel walked them, with the bytes of each
+/// queue in one vector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SockDump {
     pub sock: SockRecord,
     pub items: Vec<Item>,
+    queues: [Vec<u8>; NR_QUEUES],
 }
 
 impl SockDump {
+    /// A socket with no packets (yet).
+    pub fn new(sock: SockRecord) -> Self {
+        Self {
+            sock,
+            ..Self::default()
+        }
+    }
+
     /// The packets of queue `q`, in order.
     pub fn queue(&self, q: Queue) -> impl Iterator<Item = &Item> {
         self.items.iter().filter(move |i| i.queue == q)
     }
 
-    /// The bytes of queue `q`, concatenated.
+    /// The bytes of queue `q`: its packets' bytes, in order.
+    pub fn queue_data(&self, q: Queue) -> &[u8] {
+        &self.queues[q as usize]
+    }
+
+    /// A copy of [`SockDump::queue_data`].
     pub fn queue_bytes(&self, q: Queue) -> Vec<u8> {
-        self.queue(q).flat_map(|i| i.data.iter().copied()).collect()
+        self.queue_data(q).to_vec()
+    }
+
+    /// The bytes of queue `q`, moved out (the dump keeps an empty queue).
+    pub fn take_queue_bytes(&mut self, q: Queue) -> Vec<u8> {
+        std::mem::take(&mut self.queues[q as usize])
+    }
+
+    /// The bytes of packet `item` (one of this socket's).
+    pub fn data(&self, item: &Item) -> &[u8] {
+        self.queues[item.queue as usize]
+            .get(item.data.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -215,165 +250,245 @@ pub struct RawSockDump {
     pub end: Option<EndRecord>,
 }
 
-/// Decode the records of one run. Checks sizes, sequence numbers, that every item belongs to
-/// the socket before it and comes in index order, that data chunks are contiguous and add up
-/// to their item's length, that each socket got exactly the items it announced, and that the
-/// snapshot's per-queue counts and byte totals equal the items'.
-pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawSockDump, DumpError> {
-    let mut socks: Vec<SockDump> = Vec::new();
-    let mut end = None;
-    for (index, bytes) in records.iter().enumerate() {
-        let bad = |reason: String| DumpError::BadRecord { index, reason };
-        let hdr = record_header(index, bytes)?;
-        if hdr.seq as usize != index {
-            return Err(bad(format!(
-                "sequence number {} (records lost or reordered)",
-                hdr.seq
-            )));
+/// Most bytes reserved for one queue up front from what its socket record announces (the
+/// kfuncs' snapshot holds at most 64 MiB; a bogus total must not allocate more).
+const MAX_RESERVE: u64 = 64 << 20;
+
+/// Decodes the records of one run as they come, in place, and checks them: sizes, sequence
+/// numbers, that every item belongs to the socket before it and comes in index order, that
+/// data chunks are contiguous and add up to their item's length, that each socket got
+/// exactly the items it announced, and that the snapshot's per-queue counts and byte totals
+/// equal the items'. The first problem stops the decoding and is kept.
+#[derive(Debug, Default)]
+pub struct SockDecoder {
+    check: StreamCheck,
+    /// `CRIB_SOCK_DUMP_F_NO_ITEMS`: socket records only
+    summaries: bool,
+    socks: Vec<SockDump>,
+    error: Option<DumpError>,
+    /// the last record, if it was an end record (also after an error)
+    last_end: Option<EndRecord>,
+}
+
+impl SockDecoder {
+    /// A decoder for a dump with packets, or (`summaries`) of socket records only.
+    pub fn new(summaries: bool) -> Self {
+        Self {
+            summaries,
+            ..Self::default()
         }
-        if end.is_some() {
-            return Err(bad("record after the end record".into()));
-        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Result<(), DumpError> {
+        let (index, hdr) = self.check.next(bytes)?;
+        let bad = |reason: String| bad_record(index, reason);
         let ty = u32::from(hdr.type_);
-        let expect = match ty {
-            CRIB_REC_SOCK => size_of::<crib_rec_sock>(),
-            CRIB_REC_SOCK_ITEM => size_of::<crib_rec_sock_item>(),
-            CRIB_REC_SOCK_DATA => size_of::<crib_rec_sock_data>(),
-            CRIB_REC_END => size_of::<crib_rec_end>(),
-            _ => return Err(bad(format!("unknown record type {ty}"))),
-        };
-        if bytes.len() != expect {
-            return Err(bad(format!(
-                "type {ty} record of {} bytes, expected {expect}",
-                bytes.len()
-            )));
-        }
         match ty {
             CRIB_REC_SOCK => {
-                if let Some(prev) = socks.last() {
-                    check_sock_complete(index, prev)?;
-                }
-                let r: crib_rec_sock = read_pod(bytes).ok_or_else(|| bad("short".into()))?;
-                let sock = decode_sock(&r);
+                self.close_sock(index)?;
+                let sock = decode_sock(&fixed_record(index, ty, bytes)?);
                 if sock.queue_err != 0 && sock.nr_items != 0 {
                     return Err(bad(format!(
                         "fd {}: queue error {} but {} items announced",
                         sock.fd, sock.queue_err, sock.nr_items
                     )));
                 }
-                socks.push(SockDump {
-                    sock,
-                    items: Vec::new(),
-                });
+                if self.summaries && sock.nr_items != 0 {
+                    return Err(bad(format!("fd {}: items in a summary", sock.fd)));
+                }
+                let mut s = SockDump::new(sock);
+                if !self.summaries {
+                    for (q, &b) in s.queues.iter_mut().zip(&s.sock.bytes) {
+                        q.reserve_exact(b.min(MAX_RESERVE) as usize);
+                    }
+                }
+                self.socks.push(s);
             }
-            CRIB_REC_SOCK_ITEM => {
-                let r: crib_rec_sock_item = read_pod(bytes).ok_or_else(|| bad("short".into()))?;
-                let s = socks
-                    .last_mut()
-                    .ok_or_else(|| bad("item before any socket record".into()))?;
-                if r.fd != s.sock.fd || r.index as usize != s.items.len() {
-                    return Err(bad(format!(
-                        "item fd {} index {} after {} items of fd {}",
-                        r.fd,
-                        r.index,
-                        s.items.len(),
-                        s.sock.fd
-                    )));
-                }
-                if let Some(prev) = s.items.last() {
-                    check_item_complete(index, s.sock.fd, prev)?;
-                }
-                let queue = Queue::from_raw(r.queue).ok_or_else(|| {
-                    bad(format!(
-                        "fd {} item {}: unknown queue {}",
-                        r.fd, r.index, r.queue
-                    ))
-                })?;
-                let fam = if r.flags & F_V6 != 0 {
-                    libc::AF_INET6
-                } else {
-                    libc::AF_INET
-                } as u16;
-                let src = (queue == Queue::UdpRecv)
-                    .then(|| addr_of(fam, &r.src_addr, u16::from_be(r.src_port)))
-                    .flatten();
-                s.items.push(Item {
-                    index: r.index,
-                    queue,
-                    len: r.len,
-                    skip: r.skip,
-                    seq: r.seq,
-                    end_seq: r.end_seq,
-                    flags: r.flags,
-                    nr_fds: r.nr_fds,
-                    src,
-                    data: Vec::with_capacity(r.len as usize),
-                });
+            CRIB_REC_SOCK_ITEM if !self.summaries => {
+                let r: crib_rec_sock_item = fixed_record(index, ty, bytes)?;
+                self.push_item(index, &r)?;
             }
-            CRIB_REC_SOCK_DATA => {
-                let r: crib_rec_sock_data = read_pod(bytes).ok_or_else(|| bad("short".into()))?;
-                let item = socks
-                    .last_mut()
-                    .filter(|s| s.sock.fd == r.fd)
-                    .and_then(|s| s.items.last_mut())
-                    .filter(|i| i.index == r.index)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "data of fd {} item {} does not follow that item",
-                            r.fd, r.index
-                        ))
-                    })?;
-                if r.offset as usize != item.data.len()
-                    || r.len == 0
-                    || r.len > CRIB_SOCK_CHUNK
-                    || item.data.len() + r.len as usize > item.len as usize
-                {
-                    return Err(bad(format!(
-                        "fd {} item {}: chunk at offset {} of {} bytes, after {} of {} bytes",
-                        r.fd,
-                        r.index,
-                        r.offset,
-                        r.len,
-                        item.data.len(),
-                        item.len
-                    )));
-                }
-                item.data.extend_from_slice(&r.data[..r.len as usize]);
+            CRIB_REC_SOCK_DATA if !self.summaries => self.push_data(index, bytes)?,
+            CRIB_REC_END => self.close_sock(index)?,
+            CRIB_REC_SOCK_ITEM | CRIB_REC_SOCK_DATA => {
+                return Err(bad(format!("record type {ty} in a summary dump")))
             }
-            _ => {
-                let e: crib_rec_end = read_pod(bytes).ok_or_else(|| bad("short".into()))?;
-                if let Some(prev) = socks.last() {
-                    check_sock_complete(index, prev)?;
-                }
-                end = Some(EndRecord {
-                    error: e.error,
-                    nr_records: e.nr_records,
-                    nr_dropped: e.nr_dropped,
-                });
+            _ => return Err(bad(format!("unknown record type {ty}"))),
+        }
+        Ok(())
+    }
+
+    fn push_item(&mut self, index: usize, r: &crib_rec_sock_item) -> Result<(), DumpError> {
+        let bad = |reason: String| bad_record(index, reason);
+        let s = self
+            .socks
+            .last_mut()
+            .ok_or_else(|| bad("item before any socket record".into()))?;
+        if r.fd != s.sock.fd || r.index as usize != s.items.len() {
+            return Err(bad(format!(
+                "item fd {} index {} after {} items of fd {}",
+                r.fd,
+                r.index,
+                s.items.len(),
+                s.sock.fd
+            )));
+        }
+        if let Some(prev) = s.items.last() {
+            check_item_complete(index, s.sock.fd, prev)?;
+        }
+        let queue = Queue::from_raw(r.queue).ok_or_else(|| {
+            bad(format!(
+                "fd {} item {}: unknown queue {}",
+                r.fd, r.index, r.queue
+            ))
+        })?;
+        let fam = if r.flags & F_V6 != 0 {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        } as u16;
+        let src = (queue == Queue::UdpRecv)
+            .then(|| addr_of(fam, &r.src_addr, u16::from_be(r.src_port)))
+            .flatten();
+        let at = s.queues[queue as usize].len();
+        s.items.push(Item {
+            index: r.index,
+            queue,
+            len: r.len,
+            skip: r.skip,
+            seq: r.seq,
+            end_seq: r.end_seq,
+            flags: r.flags,
+            nr_fds: r.nr_fds,
+            src,
+            data: at..at,
+        });
+        Ok(())
+    }
+
+    /// A chunk: its fixed part, then its bytes, which go straight to the end of its queue.
+    fn push_data(&mut self, index: usize, bytes: &[u8]) -> Result<(), DumpError> {
+        let bad = |reason: String| bad_record(index, reason);
+        let fixed = size_of::<crib_rec_sock_data>();
+        let r: crib_rec_sock_data = read_pod(bytes).ok_or_else(|| {
+            bad(format!(
+                "data record of {} bytes, shorter than its {fixed}-byte fixed part",
+                bytes.len()
+            ))
+        })?;
+        let payload = &bytes[fixed..];
+        if r.len as usize != payload.len() || r.len == 0 || r.len > CRIB_SOCK_CHUNK {
+            return Err(bad(format!(
+                "fd {} item {}: data record of {} bytes says it carries {} (1..={CRIB_SOCK_CHUNK})",
+                r.fd,
+                r.index,
+                bytes.len(),
+                r.len
+            )));
+        }
+        let s = self.socks.last_mut().filter(|s| s.sock.fd == r.fd);
+        let Some(s) = s.filter(|s| s.items.last().is_some_and(|i| i.index == r.index)) else {
+            return Err(bad(format!(
+                "data of fd {} item {} does not follow that item",
+                r.fd, r.index
+            )));
+        };
+        let SockDump { items, queues, .. } = s;
+        let Some(item) = items.last_mut() else {
+            return Err(bad("data before any item".into()));
+        };
+        let have = item.data.len();
+        if r.offset as usize != have || have + payload.len() > item.len as usize {
+            return Err(bad(format!(
+                "fd {} item {}: chunk at offset {} of {} bytes, after {have} of {} bytes",
+                r.fd, r.index, r.offset, r.len, item.len
+            )));
+        }
+        let q = &mut queues[item.queue as usize];
+        q.extend_from_slice(payload);
+        item.data.end = q.len();
+        Ok(())
+    }
+
+    /// The socket before record `index` is complete (no-op before the first).
+    fn close_sock(&self, index: usize) -> Result<(), DumpError> {
+        match self.socks.last() {
+            Some(prev) if !self.summaries => check_sock_complete(index, prev),
+            _ => Ok(()),
+        }
+    }
+
+    /// What was decoded, or the first problem.
+    pub fn into_raw(self) -> Result<RawSockDump, DumpError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(RawSockDump {
+                socks: self.socks,
+                end: self.check.end(),
+            }),
+        }
+    }
+
+    /// Judge one run of pid `pid` that returned `retval`: only a complete dump is Ok. A run
+    /// that says it failed (a full ring buffer above all) is reported as such, not as the gap
+    /// its lost records leave in the stream.
+    pub fn judge(self, pid: i32, retval: i32) -> Result<Vec<SockDump>, DumpError> {
+        if let Some(end) = self.last_end {
+            if end.error != 0 || end.nr_dropped != 0 || retval != 0 {
+                let end = Some(end);
+                return finish(
+                    pid,
+                    retval,
+                    RawSockDump {
+                        socks: self.socks,
+                        end,
+                    },
+                );
+            }
+        }
+        finish(pid, retval, self.into_raw()?)
+    }
+}
+
+impl RecordSink for SockDecoder {
+    fn record(&mut self, bytes: &[u8]) {
+        self.last_end = EndRecord::parse(bytes);
+        if self.error.is_none() {
+            if let Err(e) = self.push(bytes) {
+                self.error = Some(e);
             }
         }
     }
-    Ok(RawSockDump { socks, end })
+}
+
+/// Decode the records of one run, copied out of the ring buffer ([`SockDecoder`] decodes them
+/// in place).
+pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawSockDump, DumpError> {
+    let mut d = SockDecoder::new(false);
+    for r in records {
+        d.record(r);
+    }
+    d.into_raw()
 }
 
 fn check_item_complete(index: usize, fd: u32, item: &Item) -> Result<(), DumpError> {
     if item.data.len() != item.len as usize {
-        return Err(DumpError::BadRecord {
+        return Err(bad_record(
             index,
-            reason: format!(
+            format!(
                 "fd {fd} item {} ({}): {} of its {} bytes arrived",
                 item.index,
                 item.queue,
                 item.data.len(),
                 item.len
             ),
-        });
+        ));
     }
     Ok(())
 }
 
 fn check_sock_complete(index: usize, s: &SockDump) -> Result<(), DumpError> {
-    let bad = |reason: String| DumpError::BadRecord { index, reason };
+    let bad = |reason: String| bad_record(index, reason);
     if let Some(last) = s.items.last() {
         check_item_complete(index, s.sock.fd, last)?;
     }
@@ -388,10 +503,11 @@ fn check_sock_complete(index: usize, s: &SockDump) -> Result<(), DumpError> {
     for q in Queue::ALL {
         let nr = s.queue(q).count();
         let bytes: u64 = s.queue(q).map(|i| u64::from(i.len)).sum();
-        if nr != s.sock.nr_of(q) as usize || bytes != s.sock.bytes_of(q) {
+        let held = s.queue_data(q).len() as u64;
+        if nr != s.sock.nr_of(q) as usize || bytes != s.sock.bytes_of(q) || held != bytes {
             return Err(bad(format!(
                 "fd {} queue {q}: snapshot info says {} packets / {} bytes, the items are {nr} / \
-                 {bytes}",
+                 {bytes} ({held} bytes held)",
                 s.sock.fd,
                 s.sock.nr_of(q),
                 s.sock.bytes_of(q)
@@ -406,20 +522,6 @@ fn check_sock_complete(index: usize, s: &SockDump) -> Result<(), DumpError> {
         )));
     }
     Ok(())
-}
-
-/// The end record, if `bytes` is one.
-fn end_record(bytes: &[u8]) -> Option<EndRecord> {
-    let hdr: crib_rec_hdr = read_pod(bytes)?;
-    if u32::from(hdr.type_) != CRIB_REC_END || bytes.len() != size_of::<crib_rec_end>() {
-        return None;
-    }
-    let e: crib_rec_end = read_pod(bytes)?;
-    Some(EndRecord {
-        error: e.error,
-        nr_records: e.nr_records,
-        nr_dropped: e.nr_dropped,
-    })
 }
 
 /// Judge one run: only a complete dump is Ok.
@@ -475,78 +577,47 @@ impl SockDumper {
         })
     }
 
-    /// Run once: the program's return value and its raw records.
+    fn ctx(pid: i32, fd: Option<i32>, queues: u32, flags: u32) -> crib_sock_dump_ctx {
+        crib_sock_dump_ctx {
+            pid,
+            fd: fd.unwrap_or(-1),
+            queues,
+            flags,
+        }
+    }
+
+    /// Run once: the program's return value and its records, copied out.
     pub fn run_raw(
         &self,
         pid: i32,
         fd: Option<i32>,
         queues: u32,
     ) -> Result<(i32, Vec<Vec<u8>>), DumpError> {
-        self.prog.run(&mut crib_sock_dump_ctx {
-            pid,
-            fd: fd.unwrap_or(-1),
-            queues,
-            flags: 0,
-        })
+        self.prog.run(&mut Self::ctx(pid, fd, queues, 0))
+    }
+
+    /// Run once, handing the records to `sink` in place.
+    pub fn run_into<S: RecordSink>(
+        &self,
+        pid: i32,
+        fd: Option<i32>,
+        sink: S,
+    ) -> Result<(i32, S), DumpError> {
+        self.prog.run_into(&mut Self::ctx(pid, fd, 0, 0), sink)
     }
 
     /// Dump every socket of `pid` (or only `fd`), all queues.
     pub fn dump(&self, pid: i32, fd: Option<i32>) -> Result<Vec<SockDump>, DumpError> {
-        let (retval, records) = self.run_raw(pid, fd, 0)?;
-        // A run that says it failed (a full ring buffer above all) is reported as such, not as
-        // the gap its lost records leave in the stream.
-        if let Some(end) = records.last().and_then(|r| end_record(r)) {
-            if end.error != 0 || end.nr_dropped != 0 || retval != 0 {
-                let socks = decode_stream(&records).map(|r| r.socks).unwrap_or_default();
-                return finish(
-                    pid,
-                    retval,
-                    RawSockDump {
-                        socks,
-                        end: Some(end),
-                    },
-                );
-            }
-        }
-        finish(pid, retval, decode_stream(&records)?)
+        let (retval, dec) = self.run_into(pid, fd, SockDecoder::new(false))?;
+        dec.judge(pid, retval)
     }
 
     /// Every socket of `pid` with its queues' packet counts and byte totals only, no packets
     /// (`CRIB_SOCK_DUMP_F_NO_ITEMS`): what `crib dump` shows.
     pub fn summaries(&self, pid: i32) -> Result<Vec<SockRecord>, DumpError> {
-        let (retval, records) = self.prog.run(&mut crib_sock_dump_ctx {
-            pid,
-            fd: -1,
-            queues: 0,
-            flags: CRIB_SOCK_DUMP_F_NO_ITEMS,
-        })?;
-        let mut socks = Vec::new();
-        let mut end = None;
-        for (index, bytes) in records.iter().enumerate() {
-            let bad = |reason: String| DumpError::BadRecord { index, reason };
-            let hdr = record_header(index, bytes)?;
-            if hdr.seq as usize != index || end.is_some() {
-                return Err(bad(format!("record {} out of order", hdr.seq)));
-            }
-            match u32::from(hdr.type_) {
-                CRIB_REC_SOCK if bytes.len() == size_of::<crib_rec_sock>() => {
-                    let r: crib_rec_sock = read_pod(bytes).ok_or_else(|| bad("short".into()))?;
-                    let sock = decode_sock(&r);
-                    if sock.nr_items != 0 {
-                        return Err(bad(format!("fd {}: items in a summary", sock.fd)));
-                    }
-                    socks.push(SockDump {
-                        sock,
-                        items: Vec::new(),
-                    });
-                }
-                CRIB_REC_END => {
-                    end = Some(end_record(bytes).ok_or_else(|| bad("bad end record".into()))?)
-                }
-                ty => return Err(bad(format!("record type {ty} in a summary dump"))),
-            }
-        }
-        let socks = finish(pid, retval, RawSockDump { socks, end })?;
+        let mut ctx = Self::ctx(pid, None, 0, CRIB_SOCK_DUMP_F_NO_ITEMS);
+        let (retval, dec) = self.prog.run_into(&mut ctx, SockDecoder::new(true))?;
+        let socks = dec.judge(pid, retval)?;
         Ok(socks.into_iter().map(|s| s.sock).collect())
     }
 

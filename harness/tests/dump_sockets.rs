@@ -695,7 +695,7 @@ fn tcp_out_of_order(v6: bool) -> Result<()> {
             seq.wrapping_add(injected.len() as u32),
         );
         df.eq("skip", i.skip, 0);
-        df.bytes("bytes vs injected", &i.data, &injected);
+        df.bytes("bytes vs injected", dump.data(i), &injected);
     }
     df.finish(&what)?;
     // Fill the gap: the reader gets the gap's bytes and then the injected ones.
@@ -757,7 +757,7 @@ fn udp_many(v6: bool) -> Result<()> {
         df.bytes(&format!("datagram {k}: read vs sent"), &got, data);
         df.eq(&format!("datagram {k}: read source vs sender"), from, *src);
         let Some(it) = items.get(k) else { continue };
-        df.bytes(&format!("datagram {k}: dump vs read"), &it.data, &got);
+        df.bytes(&format!("datagram {k}: dump vs read"), dump.data(it), &got);
         df.eq(
             &format!("datagram {k}: source"),
             it.src,
@@ -1020,7 +1020,7 @@ fn unix_messages(ty: i32, name: &str) -> Result<()> {
         df.bytes(&format!("message {k}: read vs sent"), &got, data);
         df.eq(&format!("message {k}: fds read vs sent"), nfds, fds.len());
         let Some(it) = items.get(k) else { continue };
-        df.bytes(&format!("message {k}: dump vs read"), &it.data, &got);
+        df.bytes(&format!("message {k}: dump vs read"), dump.data(it), &got);
         df.eq(
             &format!("message {k}: nr_fds vs fds read"),
             it.nr_fds as usize,
@@ -1425,10 +1425,10 @@ fn check_unix_stream(df: &mut Diffs, what: &str, s: &SockDump) -> u64 {
     for (j, i) in items.iter().enumerate() {
         let w = format!("{what} item {}", i.index);
         if i.skip == 0 {
-            df.check(&w, check_numbered(&i.data, 62, 3000), || {
+            df.check(&w, check_numbered(s.data(i), 62, 3000), || {
                 format!("{} bytes not a numbered record", i.len)
             });
-            let k = i.data.get(..8).map(|h| {
+            let k = s.data(i).get(..8).map(|h| {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(h);
                 u64::from_le_bytes(b) as usize
@@ -1440,24 +1440,20 @@ fn check_unix_stream(df: &mut Diffs, what: &str, s: &SockDump) -> u64 {
         } else {
             df.eq(&format!("{w}: partly read item position"), j, 0);
             // Checked against the record that follows it, if there is one.
-            if let Some(k) = items.get(1).and_then(|n| n.data.get(..8)).map(|h| {
+            if let Some(k) = items.get(1).and_then(|n| s.data(n).get(..8)).map(|h| {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(h);
                 u64::from_le_bytes(b) as usize
             }) {
                 let whole = numbered(62, k.wrapping_sub(1), 1 + k.wrapping_sub(1) % 3000);
-                df.check(
-                    &w,
-                    whole.get(i.skip as usize..) == Some(&i.data[..]),
-                    || {
-                        format!(
-                            "{} bytes after {} consumed are not the tail of record {}",
-                            i.len,
-                            i.skip,
-                            k.wrapping_sub(1)
-                        )
-                    },
-                );
+                df.check(&w, whole.get(i.skip as usize..) == Some(s.data(i)), || {
+                    format!(
+                        "{} bytes after {} consumed are not the tail of record {}",
+                        i.len,
+                        i.skip,
+                        k.wrapping_sub(1)
+                    )
+                });
             }
         }
         seen += 1;
@@ -1646,12 +1642,12 @@ fn race() -> Result<()> {
                     udp_seen += 1;
                     df.check(
                         &format!("dump {n} fd {} {q} item {}", r.fd, i.index),
-                        check_numbered(&i.data, tag, m),
+                        check_numbered(s.data(i), tag, m),
                         || {
                             format!(
                                 "{} bytes not a numbered message {:02x?}",
                                 i.len,
-                                &i.data[..i.data.len().min(16)]
+                                &s.data(i)[..i.data.len().min(16)]
                             )
                         },
                     );

@@ -172,7 +172,8 @@ struct crib_perm_sync {
  * Socket dumps (dump_socks.bpf.c). Per socket of the target: one
  * crib_rec_sock, then for each queued packet one crib_rec_sock_item followed
  * by the crib_rec_sock_data chunks of its bytes (offsets 0, CHUNK, 2 CHUNK,
- * ...; none for an empty packet); one crib_rec_end closes the dump.
+ * ...; none for an empty packet); one crib_rec_end closes the dump. Chunk
+ * records are sized to their bytes, so a dump's size follows what is queued.
  */
 struct crib_sock_dump_ctx {
 	__s32 pid;		/* target, in the caller's pid namespace */
@@ -189,7 +190,7 @@ struct crib_sock_dump_ctx {
 
 /* Number of queues of enum crib_sock_queue (kfuncs/crib.h). */
 #define CRIB_SOCK_NR_QUEUES 8
-/* Payload bytes per crib_rec_sock_data record. */
+/* Most payload bytes per crib_rec_sock_data record. */
 #define CRIB_SOCK_CHUNK 4096
 
 struct crib_rec_sock {
@@ -244,13 +245,17 @@ struct crib_rec_sock_item {
 	__u8 src_addr[16];
 };
 
+/*
+ * A chunk of the last item's bytes: this fixed part, then len bytes
+ * (1..CRIB_SOCK_CHUNK) right after it; hdr.size = sizeof(struct
+ * crib_rec_sock_data) + len.
+ */
 struct crib_rec_sock_data {
 	struct crib_rec_hdr hdr;
 	__u32 fd;
 	__u32 index;		/* the item's index */
-	__u32 offset;		/* of data[0] within the item's data */
-	__u32 len;		/* valid bytes of data[] */
-	__u8 data[CRIB_SOCK_CHUNK];
+	__u32 offset;		/* of the first byte within the item's data */
+	__u32 len;		/* bytes that follow */
 };
 
 #endif /* __CRIB_RECORDS_H */

@@ -9,7 +9,7 @@
  * sequence numbers and per-queue totals of the queue snapshot, windows,
  * MSS, window scales), then for every packet of the snapshot one struct
  * crib_rec_sock_item followed by its bytes in struct crib_rec_sock_data
- * chunks. When bpf_iter_sock_queue_new() refuses a socket (listening,
+ * chunks, each record only as long as the bytes it carries. When bpf_iter_sock_queue_new() refuses a socket (listening,
  * kTLS, sockmap, MPTCP, ...), the socket record carries its errno in
  * queue_err and no items follow: the dump says so instead of leaving the
  * queues out silently. One struct crib_rec_end closes the dump. With
@@ -42,8 +42,8 @@ char _license[] SEC("license") = "GPL";
 #define IPPROTO_TCP	6
 
 /*
- * 64 MiB: room for a few sockets with MiBs queued each (one chunk record
- * is 4120 bytes plus the ring buffer's 8-byte header).
+ * 64 MiB: room for a few sockets with MiBs queued each (a chunk record is
+ * its bytes plus 24, plus the ring buffer's 8-byte header, rounded up to 8).
  */
 #define RINGBUF_BYTES	(64 << 20)
 
@@ -116,6 +116,42 @@ __noinline int fill_sock(struct crib_rec_sock *rec, __u64 sk_addr)
 	return 0;
 }
 
+/*
+ * Bounce buffer for a chunk shorter than CRIB_SOCK_CHUNK (the end of a
+ * packet): the read kfunc and bpf_dynptr_data() take constant sizes, so a
+ * short chunk is read here and bpf_dynptr_write() copies it into its record.
+ * Global like the counters: runs of the program must not overlap.
+ */
+__u8 tail[CRIB_SOCK_CHUNK];
+
+/*
+ * Copy @n bytes (1..CRIB_SOCK_CHUNK) at offset @off of the iterator's
+ * current element into ring buffer record @dp after its fixed part: a whole
+ * chunk straight into the record, a shorter one through tail[]. Returns 0
+ * or an errno.
+ */
+static __always_inline int read_chunk(struct bpf_iter_sock_queue *qit,
+				      struct bpf_dynptr *dp, __u32 off, __u32 n)
+{
+	const __u32 at = sizeof(struct crib_rec_sock_data);
+	void *p;
+	int got;
+
+	if (n == CRIB_SOCK_CHUNK) {
+		p = bpf_dynptr_data(dp, at, CRIB_SOCK_CHUNK);
+		if (!p)
+			return -EFAULT;
+		got = bpf_iter_sock_queue_read(qit, off, p, CRIB_SOCK_CHUNK);
+	} else {
+		got = bpf_iter_sock_queue_read(qit, off, tail, CRIB_SOCK_CHUNK);
+		if (got == n)
+			got = bpf_dynptr_write(dp, at, tail, n, 0) ?: n;
+	}
+	if (got != n)
+		return got < 0 ? got : -EFAULT;
+	return 0;
+}
+
 static __always_inline void *reserve(__u64 size, __u16 type)
 {
 	struct crib_rec_hdr *hdr;
@@ -142,11 +178,12 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 	struct bpf_iter_sock_queue_item *item;
 	struct bpf_iter_sock_queue qit;
 	struct crib_rec_sock_item *irec;
-	struct crib_rec_sock_data *drec;
+	struct crib_rec_sock_data drec;
 	struct crib_rec_sock *rec;
+	struct bpf_dynptr dp;
 	__u64 sk_addr = 0;
-	__u32 index = 0, i, off, len;
-	int err, n;
+	__u32 index = 0, i, off, len, n;
+	int err;
 
 	err = bpf_iter_sock_queue_new(&qit, sock, queues);
 	if (!err)
@@ -203,23 +240,34 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 			off = i * CRIB_SOCK_CHUNK;
 			if (off >= len)
 				break;
-			drec = reserve(sizeof(*drec), CRIB_REC_SOCK_DATA);
-			if (!drec)
+			n = len - off;
+			if (n > CRIB_SOCK_CHUNK)
+				n = CRIB_SOCK_CHUNK;
+			/* Sized to its bytes: a dynptr's size need not be constant. */
+			if (bpf_ringbuf_reserve_dynptr(&records, sizeof(drec) + n, 0,
+						       &dp)) {
+				bpf_ringbuf_discard_dynptr(&dp, 0);
+				nr_dropped++;
 				continue;
-			n = bpf_iter_sock_queue_read(&qit, off, drec->data,
-						     CRIB_SOCK_CHUNK);
-			if (n <= 0) {
+			}
+			drec.hdr.type = CRIB_REC_SOCK_DATA;
+			drec.hdr.size = sizeof(drec) + n;
+			drec.hdr.seq = nr_seq;
+			drec.fd = fd;
+			drec.index = index;
+			drec.offset = off;
+			drec.len = n;
+			err = bpf_dynptr_write(&dp, 0, &drec, sizeof(drec), 0);
+			if (!err)
+				err = read_chunk(&qit, &dp, off, n);
+			if (err) {
 				/* Nothing short of a kernel bug gets here. */
-				read_err = n < 0 ? n : -EFAULT;
-				bpf_ringbuf_discard(drec, 0);
-				nr_seq--;
+				read_err = err;
+				bpf_ringbuf_discard_dynptr(&dp, 0);
 				break;
 			}
-			drec->fd = fd;
-			drec->index = index;
-			drec->offset = off;
-			drec->len = n;
-			bpf_ringbuf_submit(drec, BPF_RB_NO_WAKEUP);
+			bpf_ringbuf_submit_dynptr(&dp, BPF_RB_NO_WAKEUP);
+			nr_seq++;
 			item_done += n;
 		}
 		/* Every byte read (or counted as dropped), else the loop ran out. */

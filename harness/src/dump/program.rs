@@ -4,16 +4,18 @@
 //! load BPF programs, or the verifier rejected the program (with the end of its log).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use libbpf_rs::MapCore;
+use libbpf_rs::{Map, MapCore, RingBuffer, RingBufferBuilder};
 
+use super::stream::RecordSink;
 use super::{kfuncs, DumpError};
-use crate::loader::{self, LoadOpts, Loaded};
+use crate::loader::{self, LoadOpts, Loaded, LoaderError};
 
 /// A SYSCALL program that writes records to a ring buffer, loaded and ready to run through
 /// BPF_PROG_RUN with a context. The dump program and `file_read`'s programs are run this way.
 pub struct RingbufProgram {
-    reader: loader::RingbufReader,
+    reader: SinkReader,
     loaded: Loaded,
     obj: PathBuf,
     prog: &'static str,
@@ -50,7 +52,7 @@ impl RingbufProgram {
             .maps()
             .find(|m| m.name() == map)
             .ok_or_else(missing)?;
-        let reader = loader::RingbufReader::open(&ringbuf).map_err(DumpError::Drain)?;
+        let reader = SinkReader::open(&ringbuf).map_err(DumpError::Drain)?;
         Ok(Self {
             reader,
             loaded,
@@ -79,12 +81,23 @@ impl RingbufProgram {
             .find(|m| m.name() == self.map)
             .ok_or_else(missing)?;
         let t = std::time::Instant::now();
-        drop(loader::RingbufReader::open(&map).map_err(DumpError::Drain)?);
+        drop(SinkReader::open(&map).map_err(DumpError::Drain)?);
         Ok(t.elapsed())
     }
 
-    /// Run the program once with `ctx`; return its return value and the records it wrote.
+    /// Run the program once with `ctx`; return its return value and the records it wrote,
+    /// each copied out of the ring buffer.
     pub fn run<T: Copy>(&self, ctx: &mut T) -> Result<(i32, Vec<Vec<u8>>), DumpError> {
+        self.run_into(ctx, Vec::new())
+    }
+
+    /// Run the program once with `ctx`, then hand its records to `sink` in place, in the ring
+    /// buffer's memory; return the program's return value and the sink.
+    pub fn run_into<T: Copy, S: RecordSink>(
+        &self,
+        ctx: &mut T,
+        sink: S,
+    ) -> Result<(i32, S), DumpError> {
         let missing = || DumpError::Missing(self.obj.clone(), self.prog.into(), self.map.into());
         let obj = self.loaded.object.as_ref().ok_or_else(missing)?;
         let prog = obj
@@ -92,14 +105,72 @@ impl RingbufProgram {
             .find(|p| p.name() == self.prog)
             .ok_or_else(missing)?;
         // Whatever an earlier, aborted run left behind is not part of this run.
-        self.reader.drain().map_err(DumpError::Drain)?;
+        self.reader.consume(()).map_err(DumpError::Drain)?;
         let retval = loader::run_syscall(&prog, ctx).map_err(|source| DumpError::Run {
             prog: self.prog.into(),
             source,
         })?;
-        let records = self.reader.drain().map_err(DumpError::Drain)?;
-        Ok((retval, records))
+        let sink = self.reader.consume(sink).map_err(DumpError::Drain)?;
+        Ok((retval, sink))
     }
+}
+
+/// The sink of the current [`SinkReader::consume`], if one runs.
+type Slot = Arc<Mutex<Option<Box<dyn RecordSink>>>>;
+
+/// A ring buffer map opened for reading once (an epoll instance and two mmaps of the data
+/// area, which cost a small dump most of its time when every run opened its own), whose
+/// records go to the sink of each [`SinkReader::consume`] as slices of the mapped area.
+struct SinkReader {
+    // Dropped before the slot its callback shares; the mmaps hold their own reference to the
+    // map, so the reader stays sound even if the object goes first.
+    rb: RingBuffer<'static>,
+    slot: Slot,
+    name: String,
+}
+
+impl SinkReader {
+    fn open(map: &Map) -> Result<Self, LoaderError> {
+        let name = map.name().to_string_lossy().into_owned();
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let cb_slot = Arc::clone(&slot);
+        let ringbuf_err = |source| LoaderError::Ringbuf {
+            map: name.clone(),
+            source,
+        };
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(map, move |data: &[u8]| {
+                if let Some(sink) = lock(&cb_slot).as_mut() {
+                    sink.record(data);
+                }
+                0
+            })
+            .map_err(ringbuf_err)?;
+        let rb = builder.build().map_err(ringbuf_err)?;
+        Ok(Self { rb, slot, name })
+    }
+
+    /// Hand every record now in the ring buffer to `sink`, in order, and give it back.
+    fn consume<S: RecordSink>(&self, sink: S) -> Result<S, LoaderError> {
+        *lock(&self.slot) = Some(Box::new(sink));
+        let consumed = self.rb.consume();
+        let back = lock(&self.slot).take();
+        let err = |source| LoaderError::Ringbuf {
+            map: self.name.clone(),
+            source,
+        };
+        consumed.map_err(err)?;
+        let lost = |what: &str| err(std::io::Error::other(what.to_string()).into());
+        let back: Box<dyn std::any::Any> = back.ok_or_else(|| lost("the sink went missing"))?;
+        back.downcast::<S>()
+            .map(|s| *s)
+            .map_err(|_| lost("the sink changed type"))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why loading `prog` failed, in terms a user can act on: the kfuncs are missing (whatever the

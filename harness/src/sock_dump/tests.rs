@@ -1,58 +1,48 @@
 //! Unit tests of the socket record decoder: complete dumps, truncated ones, errors.
 
 use super::*;
-
-fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: bindgen record structs are plain data with explicit padding fields.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
-}
+use crate::dump::stream::test_records::{bytes_of, end as end_rec, header};
 
 fn sock(seq: u32, fd: u32, q: Queue, lens: &[u32]) -> Vec<u8> {
-    let mut r = crib_rec_sock::default();
-    r.hdr.type_ = CRIB_REC_SOCK as u16;
-    r.hdr.size = size_of::<crib_rec_sock>() as u16;
-    r.hdr.seq = seq;
-    r.fd = fd;
-    r.family = libc::AF_UNIX as u16;
+    let mut r = crib_rec_sock {
+        hdr: header(CRIB_REC_SOCK, size_of::<crib_rec_sock>(), seq),
+        fd,
+        family: libc::AF_UNIX as u16,
+        nr_items: lens.len() as u32,
+        ..Default::default()
+    };
     r.nr[q as usize] = lens.len() as u32;
     r.bytes[q as usize] = lens.iter().map(|&l| u64::from(l)).sum();
-    r.nr_items = lens.len() as u32;
     bytes_of(&r)
 }
 
 fn item(seq: u32, fd: u32, index: u32, q: Queue, len: u32) -> Vec<u8> {
-    let mut r = crib_rec_sock_item::default();
-    r.hdr.type_ = CRIB_REC_SOCK_ITEM as u16;
-    r.hdr.size = size_of::<crib_rec_sock_item>() as u16;
-    r.hdr.seq = seq;
-    r.fd = fd;
-    r.index = index;
-    r.queue = q as u32;
-    r.len = len;
-    bytes_of(&r)
+    bytes_of(&crib_rec_sock_item {
+        hdr: header(CRIB_REC_SOCK_ITEM, size_of::<crib_rec_sock_item>(), seq),
+        fd,
+        index,
+        queue: q as u32,
+        len,
+        ..Default::default()
+    })
 }
 
+/// A chunk record: its fixed part, then its bytes.
 fn data(seq: u32, fd: u32, index: u32, offset: u32, bytes: &[u8]) -> Vec<u8> {
-    let mut r = crib_rec_sock_data::default();
-    r.hdr.type_ = CRIB_REC_SOCK_DATA as u16;
-    r.hdr.size = size_of::<crib_rec_sock_data>() as u16;
-    r.hdr.seq = seq;
-    r.fd = fd;
-    r.index = index;
-    r.offset = offset;
-    r.len = bytes.len() as u32;
-    r.data[..bytes.len()].copy_from_slice(bytes);
-    bytes_of(&r)
+    let size = size_of::<crib_rec_sock_data>() + bytes.len();
+    let mut v = bytes_of(&crib_rec_sock_data {
+        hdr: header(CRIB_REC_SOCK_DATA, size, seq),
+        fd,
+        index,
+        offset,
+        len: bytes.len() as u32,
+    });
+    v.extend_from_slice(bytes);
+    v
 }
 
 fn end(seq: u32, error: i32) -> Vec<u8> {
-    let mut e = crib_rec_end::default();
-    e.hdr.type_ = CRIB_REC_END as u16;
-    e.hdr.size = size_of::<crib_rec_end>() as u16;
-    e.hdr.seq = seq;
-    e.error = error;
-    e.nr_records = seq;
-    bytes_of(&e)
+    end_rec(seq, error, seq, 0)
 }
 
 #[test]
@@ -69,9 +59,14 @@ fn complete_socket_dump_decodes() {
     ];
     let socks = finish(1, 0, decode_stream(&recs).unwrap()).unwrap();
     assert_eq!(socks.len(), 1);
-    assert_eq!(socks[0].items[0].data, b"abc");
-    assert_eq!(socks[0].items[1].data.len(), CRIB_SOCK_CHUNK as usize + 1);
-    assert_eq!(socks[0].queue_bytes(Queue::UnixRecv).len(), 4 + 4096);
+    let s = &socks[0];
+    assert_eq!(s.data(&s.items[0]), b"abc");
+    assert_eq!(s.data(&s.items[1]).len(), CRIB_SOCK_CHUNK as usize + 1);
+    assert_eq!(s.data(&s.items[1])[CRIB_SOCK_CHUNK as usize], b'z');
+    assert_eq!(
+        s.queue_data(Queue::UnixRecv).len(),
+        4 + CRIB_SOCK_CHUNK as usize
+    );
 }
 
 #[test]
@@ -110,15 +105,77 @@ fn missing_bytes_items_and_bad_totals_are_rejected() {
         data(2, 5, 0, 4096, b"x"),
     ];
     assert!(decode_stream(&recs).is_err());
+    // a chunk whose length disagrees with its record's size, an empty one, a padded one
+    let mut short = data(2, 5, 0, 0, b"abcd");
+    short.truncate(short.len() - 1);
+    let size = (short.len() as u16).to_ne_bytes();
+    short[2..4].copy_from_slice(&size);
+    let mut padded = data(2, 5, 0, 0, b"abcd");
+    padded.push(0);
+    let size = (padded.len() as u16).to_ne_bytes();
+    padded[2..4].copy_from_slice(&size);
+    for bad in [short, padded, data(2, 5, 0, 0, b"")] {
+        let recs = vec![
+            sock(0, 5, Queue::UnixRecv, &[4]),
+            item(1, 5, 0, Queue::UnixRecv, 4),
+            bad,
+        ];
+        let err = decode_stream(&recs).unwrap_err().to_string();
+        assert!(err.contains("says it carries"), "{err}");
+    }
+    // more bytes than the item has
+    let recs = vec![
+        sock(0, 5, Queue::UnixRecv, &[2]),
+        item(1, 5, 0, Queue::UnixRecv, 2),
+        data(2, 5, 0, 0, b"abc"),
+    ];
+    assert!(decode_stream(&recs).is_err());
+}
+
+#[test]
+fn in_place_decoding_keeps_the_end_of_a_failed_run() {
+    // records lost to a full ring buffer: the run is judged by its end record, not the gap
+    let mut d = SockDecoder::new(false);
+    for r in [
+        sock(0, 5, Queue::UnixRecv, &[4]),
+        item(1, 5, 0, Queue::UnixRecv, 4),
+        end_rec(2, -libc::ENOSPC, 2, 1),
+    ] {
+        d.record(&r);
+    }
+    let err = d.judge(1, -libc::ENOSPC).unwrap_err().to_string();
+    assert!(err.contains("1 records did not fit"), "{err}");
+}
+
+#[test]
+fn summaries_take_socket_records_only() {
+    let mut d = SockDecoder::new(true);
+    let mut s = crib_rec_sock {
+        hdr: header(CRIB_REC_SOCK, size_of::<crib_rec_sock>(), 0),
+        fd: 4,
+        ..Default::default()
+    };
+    s.nr[Queue::TcpRecv as usize] = 2;
+    s.bytes[Queue::TcpRecv as usize] = 10;
+    d.record(&bytes_of(&s));
+    d.record(&end(1, 0));
+    let socks = d.judge(1, 0).unwrap();
+    assert_eq!(socks[0].sock.bytes_of(Queue::TcpRecv), 10);
+    let mut d = SockDecoder::new(true);
+    d.record(&bytes_of(&s));
+    d.record(&item(1, 4, 0, Queue::TcpRecv, 5));
+    let err = d.judge(1, 0).unwrap_err().to_string();
+    assert!(err.contains("in a summary dump"), "{err}");
 }
 
 #[test]
 fn refused_sockets_and_failed_runs() {
-    let mut s = crib_rec_sock::default();
-    s.hdr.type_ = CRIB_REC_SOCK as u16;
-    s.hdr.size = size_of::<crib_rec_sock>() as u16;
-    s.fd = 9;
-    s.queue_err = -libc::EOPNOTSUPP;
+    let s = crib_rec_sock {
+        hdr: header(CRIB_REC_SOCK, size_of::<crib_rec_sock>(), 0),
+        fd: 9,
+        queue_err: -libc::EOPNOTSUPP,
+        ..Default::default()
+    };
     let raw = decode_stream(&[bytes_of(&s), end(1, 0)]).unwrap();
     let socks = finish(1, 0, raw).unwrap();
     assert_eq!(socks[0].sock.queue_err, -libc::EOPNOTSUPP);
