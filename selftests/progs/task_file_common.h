@@ -61,6 +61,11 @@
 #define TF_MSG_UNRELEASED "Unreleased reference id={{[0-9]+}} alloc_insn={{[0-9]+}}"
 #define TF_MSG_EXIT_LEAK "BPF_EXIT instruction in main prog would lead to reference leak"
 #define TF_MSG_PUT_UNREFERENCED "release kfunc bpf_crib_put_file expects referenced PTR_TO_BTF_ID passed to R1"
+#define TF_MSG_WRITE_ELEM "R{{[0-9]}} cannot write into iterator element ptr_bpf_iter_task_file_item"
+#define TF_MSG_NEEDS_RCU "kernel func bpf_iter_task_new requires RCU critical section protection"
+#define TF_MSG_STACK_READ_16 "invalid read from stack R2 off{{(=-[0-9]+ size=| -[0-9]+[+][0-9]+ size )}}16"
+#define TF_MSG_ITEM_NEEDS_PERFMON "'struct bpf_iter_task_file_item' access is allowed only to CAP_PERFMON and CAP_SYS_ADMIN"
+#define TF_MSG_GET_FD_NOT_ALLOWED "calling kernel function bpf_iter_task_file_get_fd is not allowed"
 
 /*
  * Cases that need a file reference count on at least one regular file open

@@ -207,7 +207,7 @@ int tf_fget_task_leak(void *ctx)
 
 SEC("syscall")
 __description("bpf_fget_task() reference put twice")
-__failure __msg("release kfunc bpf_crib_put_file expects referenced PTR_TO_BTF_ID passed to R1")
+__failure __msg(TF_MSG_PUT_UNREFERENCED)
 int tf_fget_task_double_put(void *ctx)
 {
 	struct file *f;
@@ -242,7 +242,7 @@ int tf_get_file_leak(void *ctx)
 
 SEC("syscall")
 __description("get_file() reference put twice")
-__failure __msg("release kfunc bpf_crib_put_file expects referenced PTR_TO_BTF_ID passed to R1")
+__failure __msg(TF_MSG_PUT_UNREFERENCED)
 int tf_get_file_double_put(void *ctx)
 {
 	struct bpf_iter_task_file it;
@@ -262,7 +262,7 @@ int tf_get_file_double_put(void *ctx)
 
 SEC("syscall")
 __description("put of item->file, a pointer the program holds no reference on")
-__failure __msg("release kfunc bpf_crib_put_file expects referenced PTR_TO_BTF_ID passed to R1")
+__failure __msg(TF_MSG_PUT_UNREFERENCED)
 int tf_put_unreferenced_item_file(void *ctx)
 {
 	struct bpf_iter_task_file_item *item;
@@ -274,7 +274,7 @@ int tf_put_unreferenced_item_file(void *ctx)
 	return 0;
 }
 
-/* ---- NULL checks ----------------------------------------------------------- */
+/* ---- NULL checks -------------------------------------------------------- */
 
 SEC("syscall")
 __description("next() result dereferenced without a NULL check")
@@ -336,28 +336,12 @@ int tf_get_file_put_no_null_check(void *ctx)
 	return 0;
 }
 
-/* ---- writes ---------------------------------------------------------------- */
+/* ---- writes ------------------------------------------------------------- */
 
 SEC("syscall")
-__description("stock: writing through the item (item->fd = 0)")
-__crib_flavor("stock")
-__failure __msg("only read is supported")
-int tf_stock_write_item(void *ctx)
-{
-	struct bpf_iter_task_file_item *item;
-
-	bpf_for_each(task_file, item, bpf_get_current_task_btf()) {
-		item->fd = 0;
-		break;
-	}
-	return 0;
-}
-
-/* Patched kernel: KF_ITER_NEXT_SCOPED (kernel-patches/0001) makes the element trusted for one step. */
-SEC("syscall")
-__description("patched: writing through the item (item->fd = 0), a step-scoped element")
+__description("patched: writing through the item (item->fd = 0)")
 __crib_flavor("patched")
-__failure __msg("R{{[0-9]}} cannot write into iterator element ptr_bpf_iter_task_file_item")
+__failure __msg(TF_MSG_WRITE_ELEM)
 int tf_patched_write_item(void *ctx)
 {
 	struct bpf_iter_task_file_item *item;
@@ -383,7 +367,7 @@ int tf_write_item_file(void *ctx)
 	return 0;
 }
 
-/* ---- task argument ---------------------------------------------------------- */
+/* ---- task argument ------------------------------------------------------ */
 
 SEC("syscall")
 __description("new() with a NULL task")
@@ -427,7 +411,7 @@ int tf_fget_task_null_task(void *ctx)
 }
 
 SEC("syscall")
-__description("new() with an untrusted task (current->parent, a plain field walk)")
+__description("new() with an untrusted task (current->parent)")
 __failure __msg("R2 must be referenced or trusted")
 int tf_new_untrusted_task(void *ctx)
 {
@@ -454,7 +438,7 @@ int tf_fget_task_untrusted_task(void *ctx)
 }
 
 SEC("syscall")
-__description("new() on a task after bpf_task_release() dropped the program's reference")
+__description("new() on a task after bpf_task_release() dropped it")
 __failure __msg("R2 is scalar expected STRUCT task_struct")
 int tf_new_released_task(void *ctx)
 {
@@ -471,8 +455,8 @@ int tf_new_released_task(void *ctx)
 }
 
 SEC("syscall")
-__description("nested tasks x files without bpf_rcu_read_lock(): bpf_iter_task needs an RCU CS")
-__failure __msg("kernel func bpf_iter_task_new requires RCU critical section protection")
+__description("nested tasks x files without bpf_rcu_read_lock()")
+__failure __msg(TF_MSG_NEEDS_RCU)
 int tf_nested_tasks_without_rcu(void *ctx)
 {
 	struct bpf_iter_task_file_item *item;
@@ -496,7 +480,7 @@ int tf_nested_tasks_without_rcu(void *ctx)
 __u32 tf_path_unknown;
 
 /* read-only memory (.rodata, frozen, BPF_F_RDONLY_PROG) */
-const char tf_path_rodata[64] = "read-only";
+static const char tf_path_rodata[64] = "read-only";
 
 struct tf_path_small {
 	char b[16];
@@ -508,18 +492,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tf_path_small);
 } tf_path_small_map SEC(".maps");
-
-/* Call get_path() as "use" on the first element of current's files. */
-#define TF_WITH_ELEMENT(use)							\
-	struct bpf_iter_task_file it;						\
-	int ret = 0;								\
-										\
-	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());		\
-	if (bpf_iter_task_file_next(&it)) {					\
-		use;								\
-	}									\
-	bpf_iter_task_file_destroy(&it);					\
-	return ret
 
 SEC("syscall")
 __description("get_path() on an iterator that was never initialized")
@@ -552,27 +524,44 @@ __msg("invalid access to map value, value_size=16 off=0 size=32")
 __msg("R2 and R3 memory, len pair leads to invalid memory access")
 int tf_get_path_map_value_too_small(void *ctx)
 {
+	struct tf_path_small *v;
 	__u32 key = 0;
-	struct tf_path_small *v = bpf_map_lookup_elem(&tf_path_small_map, &key);
 
+	v = bpf_map_lookup_elem(&tf_path_small_map, &key);
 	if (!v)
 		return 0;
-	TF_WITH_ELEMENT(ret = bpf_iter_task_file_get_path(&it, (char *)v, 32));
+	struct bpf_iter_task_file it;
+	int ret = 0;
+
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	if (bpf_iter_task_file_next(&it))
+		ret = bpf_iter_task_file_get_path(&it, (char *)v, 32);
+	bpf_iter_task_file_destroy(&it);
+	return ret;
 }
 
 SEC("syscall")
 /*
  * Two texts of verifier.c, depending on where the compiler puts buf: past
  * the frame, check_stack_access_within_bounds() ("off=-8 size=16"); into
- * the next stack object, check_stack_range_initialized() ("off -112+8 size 16").
+ * the next stack object, check_stack_range_initialized()
+ * ("off -112+8 size 16").
  */
 __description("get_path() into a stack buffer smaller than buf__sz")
 __failure
-__msg("invalid read from stack R2 off{{(=-[0-9]+ size=| -[0-9]+[+][0-9]+ size )}}16")
+__msg(TF_MSG_STACK_READ_16)
 __msg("R2 and R3 memory, len pair leads to invalid memory access")
 int tf_get_path_stack_too_small(void *ctx)
 {
-	TF_WITH_ELEMENT(char buf[8] = {}; ret = bpf_iter_task_file_get_path(&it, buf, 16));
+	struct bpf_iter_task_file it;
+	char buf[8] = {};
+	int ret = 0;
+
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	if (bpf_iter_task_file_next(&it))
+		ret = bpf_iter_task_file_get_path(&it, buf, 16);
+	bpf_iter_task_file_destroy(&it);
+	return ret;
 }
 
 SEC("syscall")
@@ -582,9 +571,16 @@ __msg("R3 unbounded memory access, use 'var &= const' or 'if (var < const)'")
 __msg("R2 and R3 memory, len pair leads to invalid memory access")
 int tf_get_path_unbounded_size(void *ctx)
 {
+	struct bpf_iter_task_file it;
 	char buf[64] = {};
+	int ret = 0;
 
-	TF_WITH_ELEMENT(ret = bpf_iter_task_file_get_path(&it, buf, tf_path_unknown));
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	if (bpf_iter_task_file_next(&it))
+		ret = bpf_iter_task_file_get_path(&it, buf,
+						  tf_path_unknown);
+	bpf_iter_task_file_destroy(&it);
+	return ret;
 }
 
 SEC("syscall")
@@ -592,7 +588,14 @@ __description("get_path() into a NULL buffer")
 __failure __msg("Possibly NULL pointer passed to trusted R2")
 int tf_get_path_null_buf(void *ctx)
 {
-	TF_WITH_ELEMENT(ret = bpf_iter_task_file_get_path(&it, NULL, 16));
+	struct bpf_iter_task_file it;
+	int ret = 0;
+
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	if (bpf_iter_task_file_next(&it))
+		ret = bpf_iter_task_file_get_path(&it, NULL, 16);
+	bpf_iter_task_file_destroy(&it);
+	return ret;
 }
 
 SEC("syscall")
@@ -602,5 +605,13 @@ __msg("write into map forbidden, value_size=64 off=0 size=16")
 __msg("R2 and R3 memory, len pair leads to invalid memory access")
 int tf_get_path_into_rodata(void *ctx)
 {
-	TF_WITH_ELEMENT(ret = bpf_iter_task_file_get_path(&it, (char *)tf_path_rodata, 16));
+	struct bpf_iter_task_file it;
+	int ret = 0;
+
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	if (bpf_iter_task_file_next(&it))
+		ret = bpf_iter_task_file_get_path(&it,
+						  (char *)tf_path_rodata, 16);
+	bpf_iter_task_file_destroy(&it);
+	return ret;
 }

@@ -17,7 +17,7 @@
  * A reference from bpf_iter_task_file_get_file() is valid until it is put,
  * independent of the iterator; it is also the only way to hand the current
  * file to such a kfunc without the flag (the CRIB module on a kernel
- * without this series, whose cases live in task_file_stock.bpf.c of the
+ * without this series, whose cases live in task_file_harness.bpf.c of the
  * CRIB repository). __crib_flavor("patched") marks the cases that need the
  * flag.
  */

@@ -349,7 +349,7 @@ mod tests {
     /// crib_test.h's macros as clang puts them into BTF, read back by the parser.
     #[test]
     fn load_errno_in_a_built_object() {
-        let obj = built_object("task_file_progtype.bpf.o");
+        let obj = built_object("task_file_harness.bpf.o");
         let oc = discover(&obj).unwrap_or_else(|e| panic!("{e}"));
         let spec = oc
             .specs

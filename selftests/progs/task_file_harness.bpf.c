@@ -1,17 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Verifier-acceptance cases of the CRIB harness only: what a kernel without
- * the series (stock 7.3 + the CRIB module) says where the series' verifier
- * change (KF_ITER_NEXT_SCOPED) makes a difference. The series carries the
- * other task_file_*.bpf.c files as in-tree selftests, so their cases hold on
- * the kernel with the series; these do not, and stay here.
+ * Verifier-acceptance cases of the CRIB harness only, which the series does
+ * not carry as in-tree selftests (the other task_file_*.bpf.c files, whose
+ * cases hold on the kernel with the series and have a __msg each):
  *
- * On stock, item->file and item->task are plain field loads of a trusted
- * pointer, hence PTR_UNTRUSTED: a kfunc or a global subprogram that wants
- * a trusted pointer rejects them whether the element is current or stale.
- * The module path is bpf_iter_task_file_get_file(): a referenced file,
- * valid until it is put, independent of the iterator
- * (task_file_lifetime.bpf.c).
+ * - what a kernel without the series (stock 7.3 + the CRIB module) says
+ *   where the series' verifier change (KF_ITER_NEXT_SCOPED) makes a
+ *   difference. On stock, item->file and item->task are plain field loads
+ *   of a trusted pointer, hence PTR_UNTRUSTED: a kfunc or a global
+ *   subprogram that wants a trusted pointer rejects them whether the
+ *   element is current or stale. The module path is
+ *   bpf_iter_task_file_get_file(): a referenced file, valid until it is
+ *   put, independent of the iterator (task_file_lifetime.bpf.c);
+ * - a load refused before the verifier runs, which leaves no log for a
+ *   __msg: __crib_load_errno checks its errno instead.
  */
 #include "task_file_common.h"
 
@@ -20,7 +22,24 @@ char _license[] SEC("license") = "GPL";
 /* loop counters: globals, see task_file_success.bpf.c */
 int tf_n, tf_bad;
 
-/* ---- the element's pointers (task_file_lifetime.bpf.c) ------------------ */
+/* ---- stock: writes (task_file_failure.bpf.c) ---------------------------- */
+
+SEC("syscall")
+__description("stock: writing through the item (item->fd = 0)")
+__crib_flavor("stock")
+__failure __msg("only read is supported")
+int tf_stock_write_item(void *ctx)
+{
+	struct bpf_iter_task_file_item *item;
+
+	bpf_for_each(task_file, item, bpf_get_current_task_btf()) {
+		item->fd = 0;
+		break;
+	}
+	return 0;
+}
+
+/* ---- stock: the element's pointers (task_file_lifetime.bpf.c) ---------- */
 
 SEC("syscall")
 __description("stock: current item->file to a trusted-pointer kfunc is rejected (untrusted load)")
@@ -108,7 +127,7 @@ int tf_stock_stale_file_after_destroy(void *ctx)
 	return 0;
 }
 
-/* ---- the review's cases (task_file_scoped.bpf.c) ------------------------ */
+/* ---- stock: the review's cases (task_file_scoped.bpf.c) ---------------- */
 
 __noinline int tf_global_readable(struct file *f __arg_trusted)
 {
@@ -146,4 +165,27 @@ int tf_stock_iter_from_elem(void *ctx)
 	}
 	bpf_iter_task_file_destroy(&it);
 	return 0;
+}
+
+/* ---- capabilities (task_file_progtype.bpf.c) ---------------------------- */
+
+/*
+ * Without CAP_BPF, bpf_prog_load() (kernel/bpf/syscall.c) refuses every type
+ * but socket filters and cgroup skb programs with -EPERM before the verifier
+ * runs: there is no log for __msg, so the errno is what says the load failed
+ * for this reason and not another (EINVAL, E2BIG, a verifier rejection).
+ */
+SEC("syscall")
+__description("unprivileged: no capabilities at all, a SYSCALL program does not load")
+__failure_unpriv __crib_load_errno_unpriv(EPERM)
+int tf_unpriv_no_caps(void *ctx)
+{
+	struct bpf_iter_task_file it;
+
+	tf_n = 0;
+	bpf_iter_task_file_new(&it, bpf_get_current_task_btf());
+	while (bpf_iter_task_file_next(&it))
+		tf_n++;
+	bpf_iter_task_file_destroy(&it);
+	return tf_n;
 }
