@@ -19,6 +19,7 @@ pub mod sock_bench;
 pub mod sock_dump;
 pub mod sock_truth;
 pub mod target;
+pub mod test_support;
 pub mod truth;
 pub mod vm;
 

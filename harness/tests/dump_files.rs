@@ -17,11 +17,10 @@ use anyhow::{bail, ensure, Context, Result};
 use crib_harness::dump::{self, DumpError, Dumper, FileKind, FileRecord};
 use crib_harness::kernel::Flavor;
 use crib_harness::target::{self, Target, TargetSpec, Tmpfs};
+use crib_harness::test_support;
 use crib_harness::truth::{self, FdTruth};
 use crib_harness::vm::{current_test_name, guest_test as run};
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::kmod::{delete_module, DeleteModuleFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, getpid, pipe2, setgroups, setresgid, setresuid, ForkResult, Gid, Uid};
@@ -393,8 +392,7 @@ fn races(flavor: Flavor) -> Result<()> {
     Ok(())
 }
 
-/// rmmod crib_kfuncs on stock (the program's module reference goes away with the program,
-/// which the kernel frees asynchronously: retry EBUSY/EAGAIN for up to 20 s). On patched,
+/// rmmod crib_kfuncs on stock (retrying while the freed programs still hold it). On patched,
 /// check that the kfuncs are built in (no module to unload).
 fn unload_module(flavor: Flavor) -> Result<()> {
     let loaded = std::path::Path::new("/sys/module/crib_kfuncs").exists();
@@ -405,26 +403,8 @@ fn unload_module(flavor: Flavor) -> Result<()> {
         }
         Flavor::Stock => ensure!(loaded, "crib_kfuncs module not loaded on the stock kernel"),
     }
-    let started = Instant::now();
-    loop {
-        // O_NONBLOCK: fail instead of waiting.
-        let e = match delete_module(c"crib_kfuncs", DeleteModuleFlags::O_NONBLOCK) {
-            Ok(()) => break,
-            Err(e) => e,
-        };
-        let busy = matches!(e, Errno::EBUSY | Errno::EAGAIN);
-        ensure!(
-            busy && started.elapsed() < Duration::from_secs(20),
-            "rmmod crib_kfuncs: {e} after {:?}",
-            started.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ensure!(
-        !std::path::Path::new("/sys/module/crib_kfuncs").exists(),
-        "crib_kfuncs still present after rmmod"
-    );
-    println!("rmmod crib_kfuncs succeeded after {:?}", started.elapsed());
+    let took = test_support::rmmod_kfuncs()?;
+    println!("rmmod crib_kfuncs succeeded after {took:?}");
     Ok(())
 }
 
@@ -510,16 +490,6 @@ fn check_errno(
     }
 }
 
-fn free_pid() -> Result<i32> {
-    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")?
-        .trim()
-        .parse()?;
-    (1..100)
-        .map(|i| max - i)
-        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-        .context("no free pid near pid_max")
-}
-
 fn kernel_thread() -> Result<i32> {
     const PF_KTHREAD: u64 = 0x0020_0000;
     for pid in 2..1000 {
@@ -547,7 +517,7 @@ fn bad_input(flavor: Flavor) -> Result<()> {
     let dumper = Dumper::load()?;
 
     // A pid nobody has, and pids that can never exist.
-    let free = free_pid()?;
+    let free = test_support::free_pid()?;
     expect_errno(
         &dumper,
         "nonexistent pid",

@@ -18,6 +18,7 @@ use crib_harness::cli::demo::DemoProcess;
 use crib_harness::dump::kfuncs::{self, Provider};
 use crib_harness::dump::{DumpError, RingbufProgram};
 use crib_harness::kernel::Flavor;
+use crib_harness::test_support;
 use crib_harness::truth::{self, FdTruth};
 use crib_harness::vm::guest_test as run;
 use serde_json::Value;
@@ -336,20 +337,10 @@ fn crib_dump_table_and_json_match_procfs_patched() {
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-fn free_pid() -> Result<i32> {
-    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")?
-        .trim()
-        .parse()?;
-    (1..100)
-        .map(|i| max - i)
-        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-        .context("no free pid near pid_max")
-}
-
 fn errors(flavor: Flavor) -> Result<()> {
     require_path_kfunc(flavor, 1)?;
     // No such process.
-    let pid = free_pid()?;
+    let pid = test_support::free_pid()?;
     let err = expect_exit(
         &crib(&["dump", "--pid", &pid.to_string()])?,
         1,
@@ -453,7 +444,7 @@ fn errors(flavor: Flavor) -> Result<()> {
             )
         }
         (Flavor::Stock, Ok(Provider::Module)) => {
-            rmmod()?;
+            test_support::rmmod_kfuncs()?;
             let err = expect_exit(
                 &crib(&["dump", "--pid", "1"])?,
                 1,
@@ -470,25 +461,6 @@ fn errors(flavor: Flavor) -> Result<()> {
         (f, p) => bail!("{f} kernel: kfuncs {p:?}"),
     }
     Ok(())
-}
-
-/// rmmod crib_kfuncs (a program's module reference goes away with the program, which the
-/// kernel frees asynchronously: retry EBUSY/EAGAIN for up to 20 s).
-fn rmmod() -> Result<()> {
-    let t = Instant::now();
-    loop {
-        let out = Command::new("rmmod").arg(kfuncs::MODULE).output()?;
-        if out.status.success() {
-            return Ok(());
-        }
-        ensure!(
-            t.elapsed() < Duration::from_secs(20),
-            "rmmod {}: {}",
-            kfuncs::MODULE,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

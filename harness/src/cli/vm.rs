@@ -270,18 +270,7 @@ mod tests {
 
     #[test]
     fn repeat_summary_counts_failures_by_class_with_their_transcripts() {
-        let k = Kernel {
-            flavor: Flavor::Stock,
-            variant: "release".into(),
-            dir: "/k".into(),
-            bzimage: "/k/bzImage".into(),
-            vmlinux: "/k/vmlinux".into(),
-            vmlinux_h: "/k/vmlinux.h".into(),
-            release: "7.3.0-rc7".into(),
-            base: "linux-source-7.3".into(),
-            module: None,
-            manifest: Default::default(),
-        };
+        let k = crate::test_support::fake_kernel(Flavor::Stock);
         let s = |v: u64| Duration::from_millis(v);
         let times = [(s(8000), s(9000)), (s(7000), s(12000)), (s(9000), s(10000))];
         let failures = [

@@ -7,8 +7,7 @@ use super::splat::{splat_patterns, EXCERPT_LINES};
 use super::transcript::{find_marker, save_transcript};
 use super::*;
 use crate::kernel::Flavor;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use crate::test_support::fake_kernel;
 
 mod classify;
 
@@ -183,21 +182,6 @@ fn shell_quote_survives_bash() {
         .split_terminator('\0')
         .collect();
     assert_eq!(got, words);
-}
-
-fn fake_kernel(flavor: Flavor) -> Kernel {
-    Kernel {
-        flavor,
-        variant: "debug".into(),
-        dir: "/k".into(),
-        bzimage: "/k/bzImage".into(),
-        vmlinux: "/k/vmlinux".into(),
-        vmlinux_h: "/k/vmlinux.h".into(),
-        release: "7.3.0-rc7".into(),
-        base: "linux-source-7.3".into(),
-        module: (flavor == Flavor::Stock).then(|| PathBuf::from("/k/module/crib_kfuncs.ko")),
-        manifest: BTreeMap::new(),
-    }
 }
 
 #[test]
