@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::Path;
@@ -45,17 +45,30 @@ use crib_harness::kernel::Flavor;
 use crib_harness::records::{crib_perm_ctx, crib_perm_sync};
 use crib_harness::sock_dump::{self, Queue, SockDumper};
 use crib_harness::target::Tmpfs;
-use crib_harness::vm::guest_test as run;
+use crib_harness::vm::{current_test_name, guest_test as run};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::sys::prctl;
+use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{
+    dup2_stdout, execv, fork, pipe2, setgroups, setresgid, setresuid, ForkResult, Gid, Pid, Uid,
+};
+use rstest::rstest;
 
 /// The unprivileged user of dumpers and targets, and another one.
 const UID: u32 = 1000;
 const GID: u32 = 1000;
 const OTHER_UID: u32 = 2000;
 const CAP_SETUID: u32 = 7;
+/// What the kfuncs return (negated) and the dumps report when a dumper may not attach.
+const EACCES: i32 = Errno::EACCES as i32;
 
 const PERM_OBJ: &str = "permissions.bpf.o";
 const PERM_MAP: &str = "perm_reads";
@@ -71,10 +84,6 @@ fn step(what: &str) {
     static START: OnceLock<Instant> = OnceLock::new();
     let t = START.get_or_init(Instant::now).elapsed();
     eprintln!("[perm {:>7.2}s] {what}", t.as_secs_f64());
-}
-
-fn errno_str() -> String {
-    std::io::Error::last_os_error().to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,82 +183,92 @@ impl Creds {
 
 /// Drop this (forked) process to `c`; it stays dumpable.
 fn become_user(c: Creds) -> Result<(), String> {
-    // SAFETY: credential syscalls on the calling process only, with valid arguments.
-    unsafe {
-        if c.setuid_cap && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
-            return Err(format!("PR_SET_KEEPCAPS: {}", errno_str()));
-        }
-        if libc::setgroups(0, std::ptr::null()) != 0 {
-            return Err(format!("setgroups: {}", errno_str()));
-        }
-        if libc::setresgid(GID, GID, GID) != 0 {
-            return Err(format!("setresgid: {}", errno_str()));
-        }
-        if libc::setresuid(c.ruid, c.euid, c.euid) != 0 {
-            return Err(format!("setresuid: {}", errno_str()));
-        }
-        if c.setuid_cap {
-            let h = CapHeader {
-                version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-                pid: 0,
-            };
-            let d = [
-                CapData {
-                    effective: 1 << CAP_SETUID,
-                    permitted: 1 << CAP_SETUID,
-                    inheritable: 0,
-                },
-                CapData::default(),
-            ];
-            if libc::syscall(libc::SYS_capset, &h as *const CapHeader, d.as_ptr()) != 0 {
-                return Err(format!("capset(CAP_SETUID): {}", errno_str()));
-            }
-        }
-        // A uid change made the process non-dumpable; the tests want a dumpable one.
-        if libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 {
-            return Err(format!("PR_SET_DUMPABLE 1: {}", errno_str()));
+    if c.setuid_cap {
+        prctl::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+    }
+    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    let gid = Gid::from_raw(GID);
+    setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
+    let (ruid, euid) = (Uid::from_raw(c.ruid), Uid::from_raw(c.euid));
+    setresuid(ruid, euid, euid).map_err(|e| format!("setresuid: {e}"))?;
+    if c.setuid_cap {
+        let h = CapHeader {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let d = [
+            CapData {
+                effective: 1 << CAP_SETUID,
+                permitted: 1 << CAP_SETUID,
+                inheritable: 0,
+            },
+            CapData::default(),
+        ];
+        // SAFETY: capset(2) on this process: h is a version 3 header and d the two data
+        // structs that version reads. Neither nix nor rustix's enabled features wrap capset.
+        if unsafe { libc::syscall(libc::SYS_capset, &h as *const CapHeader, d.as_ptr()) } != 0 {
+            return Err(format!("capset(CAP_SETUID): {}", Errno::last()));
         }
     }
-    Ok(())
+    // A uid change made the process non-dumpable; the tests want a dumpable one.
+    prctl::set_dumpable(true).map_err(|e| format!("PR_SET_DUMPABLE 1: {e}"))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut p = [0; 2];
-    // SAFETY: p has room for the two fds.
-    ensure!(
-        unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } == 0,
-        "pipe2: {}",
-        errno_str()
-    );
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
+    pipe2(OFlag::O_CLOEXEC).context("pipe2")
+}
+
+/// Leave a forked child at once, without running the harness's destructors or atexit
+/// handlers (the parent's buffers and files are not the child's to flush).
+fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit(2) touches no memory of this process. No wrapper in nix; rustix's needs
+    // its `runtime` feature.
+    unsafe { libc::_exit(code) }
+}
+
+/// Fork; the child runs `child` and leaves with [`exit_child`] and its code. Returns the
+/// child's pid in the parent.
+fn fork_child(child: impl FnOnce() -> i32) -> Result<Pid> {
+    // SAFETY: the child runs `child` (syscalls, pipes, the BPF programs already loaded) and
+    // leaves with _exit, never returning into the harness or the test framework.
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => exit_child(child()),
+        ForkResult::Parent { child } => Ok(child),
+    }
+}
+
+/// In a forked child: close its copies of the parent's ends of pipes and sockets (they stay
+/// open in the parent; the child's `OwnedFd`s are never dropped, it leaves with `_exit`).
+fn close_parent_ends(fds: &[&OwnedFd]) {
+    for fd in fds {
+        let _ = nix::unistd::close(fd.as_raw_fd());
+    }
+}
+
+/// SIGKILL our own child and reap it.
+fn kill_and_reap(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
 }
 
 /// A forked child that runs a closure and writes its result (a line of text) to a pipe.
 struct Child {
-    pid: i32,
+    pid: Pid,
     out: File,
-    status: Option<i32>,
+    status: Option<WaitStatus>,
 }
 
 impl Child {
     /// Fork; the child runs `f` and leaves with `_exit`, never returning into the harness.
     fn spawn(f: impl FnOnce() -> String) -> Result<Self> {
         let (r, w) = pipe()?;
-        // SAFETY: the child only runs `f` and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        ensure!(pid >= 0, "fork: {}", errno_str());
-        if pid == 0 {
-            drop(r);
+        let pid = fork_child(|| {
+            close_parent_ends(&[&r]);
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
                 .unwrap_or_else(|_| "ERR: panic in the child".into());
-            let mut w = File::from(w);
-            let _ = w.write_all(out.as_bytes());
-            drop(w);
-            // SAFETY: leave the forked child without running the harness's destructors.
-            unsafe { libc::_exit(0) };
-        }
-        drop(w);
+            let _ = File::from(w).write_all(out.as_bytes());
+            0
+        })?;
         Ok(Self {
             pid,
             out: File::from(r),
@@ -259,13 +278,10 @@ impl Child {
 
     /// Has the child exited (reaped here if so)?
     fn exited(&mut self) -> bool {
-        if self.status.is_some() {
-            return true;
-        }
-        let mut st = 0;
-        // SAFETY: our own child; WNOHANG does not block.
-        if unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) } == self.pid {
-            self.status = Some(st);
+        if self.status.is_none() {
+            self.status = waitpid(self.pid, Some(WaitPidFlag::WNOHANG))
+                .ok()
+                .filter(|st| *st != WaitStatus::StillAlive);
         }
         self.status.is_some()
     }
@@ -274,16 +290,13 @@ impl Child {
     fn wait(mut self) -> Result<String> {
         let mut out = String::new();
         self.out.read_to_string(&mut out)?;
-        if self.status.is_none() {
-            let mut st = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(self.pid, &mut st, 0) };
-            self.status = Some(st);
-        }
-        let st = self.status.unwrap_or(-1);
+        let st = match self.status {
+            Some(st) => st,
+            None => waitpid(self.pid, None).with_context(|| format!("waitpid {}", self.pid))?,
+        };
         ensure!(
-            libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
-            "child {} status {st:#x}; it wrote: {out}",
+            st == WaitStatus::Exited(self.pid, 0),
+            "child {}: {st:?}; it wrote: {out}",
             self.pid
         );
         Ok(out)
@@ -327,20 +340,15 @@ impl Holder {
             SockFlag::SOCK_CLOEXEC,
         )
         .context("socketpair")?;
-        let own = CString::new(own.as_os_str().as_bytes()).context("path")?;
         // fork() copies this process's own fd of the secret into the child: the holder closes
         // that copy, so that it holds the file only as received over SCM_RIGHTS.
         let inherited = secret.map(|s| s.as_raw_fd());
-        // SAFETY: the child runs holder_main and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        ensure!(pid >= 0, "fork: {}", errno_str());
-        if pid == 0 {
-            drop((ctl_w, ack_r, sock_parent));
-            let rc = holder_main(creds, &own, inherited, &sock_child, ctl_r, ack_w);
-            // SAFETY: leave the forked child without running the harness's destructors.
-            unsafe { libc::_exit(rc) };
-        }
-        drop((ctl_r, ack_w, sock_child));
+        let pid = fork_child(|| {
+            close_parent_ends(&[&ctl_w, &ack_r, &sock_parent]);
+            holder_main(creds, own, inherited, &sock_child, ctl_r, ack_w)
+        })?
+        .as_raw();
+        drop(sock_child);
         if let Some(s) = secret {
             let fds = [s.as_raw_fd()];
             sendmsg::<()>(
@@ -415,18 +423,13 @@ impl Holder {
 impl Drop for Holder {
     fn drop(&mut self) {
         let _ = self.ctl.write_all(b"q");
-        let mut st = 0;
-        // SAFETY: our own child; it exits on 'q' or when its pipe closes.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, &mut st, 0);
-        }
+        kill_and_reap(Pid::from_raw(self.pid));
     }
 }
 
 fn holder_main(
     creds: Creds,
-    own: &CString,
+    own: &Path,
     inherited: Option<RawFd>,
     sock: &OwnedFd,
     ctl: OwnedFd,
@@ -438,19 +441,21 @@ fn holder_main(
         let _ = ack.write_all(format!("{s}\n").as_bytes());
     };
     if let Some(fd) = inherited {
-        // SAFETY: this child's copy of the parent's fd, used by nothing here.
-        unsafe { libc::close(fd) };
+        // This child's copy of the parent's fd, owned by nothing here.
+        let _ = nix::unistd::close(fd);
     }
     if let Err(e) = become_user(creds) {
         say(&format!("ERR: {e}"));
         return 1;
     }
-    // SAFETY: a valid NUL-terminated path; the fd stays open for the holder's life.
-    let own_fd = unsafe { libc::open(own.as_ptr(), libc::O_RDONLY) };
-    if own_fd < 0 {
-        say(&format!("ERR: open own file: {}", errno_str()));
-        return 1;
-    }
+    // Plain O_RDONLY, no O_CLOEXEC; the fd stays open for the holder's life.
+    let own_fd = match nix::fcntl::open(own, OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) {
+        Ok(fd) => fd.into_raw_fd(),
+        Err(e) => {
+            say(&format!("ERR: open own file: {e}"));
+            return 1;
+        }
+    };
     let mut secret_fd: i64 = -1;
     if inherited.is_some() {
         let mut buf = [0u8; 1];
@@ -491,27 +496,19 @@ fn holder_main(
     say(&format!("ready {own_fd} {secret_fd}"));
     let mut c = [0u8; 1];
     while ctl.read(&mut c).unwrap_or(0) == 1 {
-        // SAFETY: prctl/setresuid on this process only.
-        let r = unsafe {
-            match c[0] {
-                b'd' => libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0),
-                b'u' => {
-                    let r = libc::setresuid(OTHER_UID, OTHER_UID, OTHER_UID);
-                    // the euid change made it non-dumpable: undo that, so that only the
-                    // credentials differ
-                    if r == 0 {
-                        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0)
-                    } else {
-                        r
-                    }
-                }
-                _ => return 0,
+        let r = match c[0] {
+            b'd' => prctl::set_dumpable(false),
+            b'u' => {
+                let other = Uid::from_raw(OTHER_UID);
+                // the euid change makes it non-dumpable: undo that, so that only the
+                // credentials differ
+                setresuid(other, other, other).and_then(|()| prctl::set_dumpable(true))
             }
+            _ => return 0,
         };
-        if r == 0 {
-            say("ok");
-        } else {
-            say(&format!("ERR: command {:?}: {}", c[0] as char, errno_str()));
+        match r {
+            Ok(()) => say("ok"),
+            Err(e) => say(&format!("ERR: command {:?}: {e}", c[0] as char)),
         }
     }
     0
@@ -646,13 +643,13 @@ fn probe(
             files.len(),
             files.iter().map(|f| (f.fd, f.ino)).collect::<Vec<_>>()
         )),
-        Err(e) if errno_of(&e) == Some(libc::EACCES) => {}
+        Err(e) if errno_of(&e) == Some(EACCES) => {}
         Err(e) => got.push(format!("dump: unexpected error: {e}")),
     }
     for (via, r) in readers {
         match r.read_all(pid) {
             Ok(m) => got.push(format!("{}: {}", via.prog_name(), show_reads(&m, h))),
-            Err(e) if errno_of(&e) == Some(libc::EACCES) => {}
+            Err(e) if errno_of(&e) == Some(EACCES) => {}
             Err(e) => got.push(format!("{}: unexpected error: {e}", via.prog_name())),
         }
     }
@@ -718,7 +715,7 @@ fn attach_level(flavor: Flavor) -> Result<()> {
     // The dumpers cannot open the root-only file themselves.
     let sp = secret_path.clone();
     let out = as_child(Some(Creds::user()), move || match File::open(&sp) {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) => "cannot open it: EACCES".into(),
+        Err(e) if e.raw_os_error() == Some(EACCES) => "cannot open it: EACCES".into(),
         other => format!("ERR: uid {UID} opening {}: {other:?}", sp.display()),
     })?;
     eprintln!("uid {UID} opening {}: {out}", secret_path.display());
@@ -813,22 +810,11 @@ fn attach_level(flavor: Flavor) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn permissions_attach_level_yama_scm_rights_stock() {
-    run(
-        Flavor::Stock,
-        "permissions_attach_level_yama_scm_rights_stock",
-        attach_level,
-    );
-}
-
-#[test]
-fn permissions_attach_level_yama_scm_rights_patched() {
-    run(
-        Flavor::Patched,
-        "permissions_attach_level_yama_scm_rights_patched",
-        attach_level,
-    );
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn permissions_attach_level_yama_scm_rights(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), attach_level);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -960,7 +946,7 @@ fn per_step(flavor: Flavor) -> Result<()> {
         match flavor {
             // The module allows no unprivileged dumper: denied before the first element.
             Flavor::Stock => {
-                if !(ret == -libc::EACCES && fds.is_empty() && !paused) {
+                if !(ret == -EACCES && fds.is_empty() && !paused) {
                     failures.push(format!(
                         "{what}: the module must deny uid 1000 at _new (-EACCES, no fds): \
                          returned {ret}, fds {fds:?}"
@@ -970,7 +956,7 @@ fn per_step(flavor: Flavor) -> Result<()> {
             // Allowed for the first element, stopped right after the change, and the
             // stop reported as -EACCES, not a short walk that looks complete.
             Flavor::Patched => {
-                if !paused || fds.len() != 1 || ret != -libc::EACCES {
+                if !paused || fds.len() != 1 || ret != -EACCES {
                     failures.push(format!(
                         "{what} in holder {} ({}) between step 1 and 2: the walk must stop \
                          after the first fd and return -EACCES ({}); it returned {ret} ({}) \
@@ -978,7 +964,7 @@ fn per_step(flavor: Flavor) -> Result<()> {
                          {:?}",
                         h.pid,
                         h.status(),
-                        -libc::EACCES,
+                        -EACCES,
                         if ret == 0 {
                             "no stop reported"
                         } else {
@@ -996,22 +982,11 @@ fn per_step(flavor: Flavor) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn permissions_recheck_every_step_stock() {
-    run(
-        Flavor::Stock,
-        "permissions_recheck_every_step_stock",
-        per_step,
-    );
-}
-
-#[test]
-fn permissions_recheck_every_step_patched() {
-    run(
-        Flavor::Patched,
-        "permissions_recheck_every_step_patched",
-        per_step,
-    );
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn permissions_recheck_every_step(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), per_step);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1025,15 +1000,17 @@ fn race_secs() -> Result<u64> {
 }
 
 fn pin_to_cpu0() -> Result<(), String> {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!("sched_setaffinity: {}", errno_str()));
-        }
-    }
-    Ok(())
+    let mut set = CpuSet::new();
+    set.set(0).map_err(|e| format!("CpuSet: {e}"))?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("sched_setaffinity: {e}"))
+}
+
+/// Make this process SCHED_FIFO, priority 1.
+fn sched_fifo() -> Result<(), Errno> {
+    let p = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sched_setscheduler(2) on this process reads p only. Neither nix nor rustix
+    // wraps it.
+    Errno::result(unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) }).map(drop)
 }
 
 /// Tally of the dumps of one race, as the dumper child reports it (one item per line).
@@ -1100,17 +1077,10 @@ fn exec_race(flavor: Flavor) -> Result<()> {
     step("build the exec loop: a plain and a setuid-root copy");
     let fs_ = Tmpfs::mount()?;
     let dir = fs_.path().to_path_buf();
-    // SAFETY: statvfs on a valid path into a zeroed struct.
-    let nosuid = unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        let p = CString::new(dir.as_os_str().as_bytes()).context("path")?;
-        ensure!(
-            libc::statvfs(p.as_ptr(), &mut st) == 0,
-            "statvfs: {}",
-            errno_str()
-        );
-        st.f_flag & libc::ST_NOSUID != 0
-    };
+    let nosuid = statvfs(&dir)
+        .with_context(|| format!("statvfs {}", dir.display()))?
+        .flags()
+        .contains(FsFlags::ST_NOSUID);
     ensure!(
         !nosuid,
         "{} is mounted nosuid: a setuid copy there would not run as root",
@@ -1153,26 +1123,17 @@ fn exec_race(flavor: Flavor) -> Result<()> {
         .map(|p| CString::new(p.as_os_str().as_bytes()))
         .collect::<Result<_, _>>()
         .context("argv")?;
-    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    // SAFETY: the child only makes syscalls and execs (or _exits).
-    let target = unsafe { libc::fork() };
-    ensure!(target >= 0, "fork: {}", errno_str());
-    if target == 0 {
-        // SAFETY: syscalls on this process; argv is NUL-terminated and outlives execv.
-        unsafe {
-            let p = libc::sched_param { sched_priority: 1 };
-            if pin_to_cpu0().is_err()
-                || libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0
-                || libc::dup2(count_w.as_raw_fd(), 1) != 1
-                || become_user(Creds::user()).is_err()
-            {
-                libc::_exit(126);
-            }
-            libc::execv(ptrs[0], ptrs.as_ptr());
-            libc::_exit(127);
+    let target = fork_child(|| {
+        if pin_to_cpu0().is_err()
+            || sched_fifo().is_err()
+            || dup2_stdout(&count_w).is_err()
+            || become_user(Creds::user()).is_err()
+        {
+            return 126;
         }
-    }
+        let _ = execv(&argv[0], &argv);
+        127
+    })?;
     drop(count_w);
     std::thread::sleep(Duration::from_millis(500));
     let sched = fs::read_to_string(format!("/proc/{target}/status"))
@@ -1184,8 +1145,8 @@ fn exec_race(flavor: Flavor) -> Result<()> {
                 .join(", ")
         })
         .unwrap_or_default();
-    // SAFETY: querying the policy of our own child.
-    let policy = unsafe { libc::sched_getscheduler(target) };
+    // SAFETY: sched_getscheduler(2) takes no memory. Neither nix nor rustix wraps it.
+    let policy = unsafe { libc::sched_getscheduler(target.as_raw()) };
     eprintln!("exec loop pid {target}: {sched}, policy {policy} (SCHED_FIFO = 1)");
     ensure!(
         policy == libc::SCHED_FIFO && sched.contains("Cpus_allowed_list: 0"),
@@ -1203,7 +1164,7 @@ fn exec_race(flavor: Flavor) -> Result<()> {
         while Instant::now() < end {
             let i = t.dumps;
             t.dumps += 1;
-            let (ret, recs) = match dumper.run_raw(target) {
+            let (ret, recs) = match dumper.run_raw(target.as_raw()) {
                 Ok(r) => r,
                 Err(e) => return format!("ERR: dump #{i}: {e}"),
             };
@@ -1232,12 +1193,7 @@ fn exec_race(flavor: Flavor) -> Result<()> {
         }
         t.to_lines()
     });
-    // SAFETY: our own child.
-    unsafe {
-        libc::kill(target, libc::SIGKILL);
-        let mut st = 0;
-        libc::waitpid(target, &mut st, 0);
-    }
+    kill_and_reap(target);
     let tally = RaceTally::parse(&tally?)?;
     let mut counts = String::new();
     File::from(count_r).read_to_string(&mut counts)?;
@@ -1271,7 +1227,7 @@ fn exec_race(flavor: Flavor) -> Result<()> {
         tally.other
     );
     let only_refusals =
-        |m: &BTreeMap<i32, u64>| m.keys().all(|e| [libc::EACCES, libc::EBUSY].contains(e));
+        |m: &BTreeMap<i32, u64>| m.keys().all(|e| [EACCES, Errno::EBUSY as i32].contains(e));
     ensure!(
         only_refusals(&tally.denied) && only_refusals(&tally.stopped),
         "errors other than EACCES/EBUSY: refused {:?}, stopped {:?}",
@@ -1282,7 +1238,7 @@ fn exec_race(flavor: Flavor) -> Result<()> {
         // In-tree a same-uid dumper may attach to the plain image: some dumps must get
         // through (else the test proves nothing), and the setuid image must be refused.
         Flavor::Patched => ensure!(
-            tally.complete > 0 && tally.denied.get(&libc::EACCES).copied().unwrap_or(0) > 0,
+            tally.complete > 0 && tally.denied.get(&EACCES).copied().unwrap_or(0) > 0,
             "the dumper must both walk the plain image and be refused the setuid one: \
              {tally:?}"
         ),
@@ -1290,7 +1246,7 @@ fn exec_race(flavor: Flavor) -> Result<()> {
         Flavor::Stock => ensure!(
             tally.complete == 0
                 && tally.stopped.is_empty()
-                && tally.denied.get(&libc::EACCES).copied().unwrap_or(0) > 0,
+                && tally.denied.get(&EACCES).copied().unwrap_or(0) > 0,
             "the module must refuse uid {UID} every time: {tally:?}"
         ),
     }
@@ -1299,22 +1255,11 @@ fn exec_race(flavor: Flavor) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn permissions_exec_race_setuid_stock() {
-    run(
-        Flavor::Stock,
-        "permissions_exec_race_setuid_stock",
-        exec_race,
-    );
-}
-
-#[test]
-fn permissions_exec_race_setuid_patched() {
-    run(
-        Flavor::Patched,
-        "permissions_exec_race_setuid_patched",
-        exec_race,
-    );
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn permissions_exec_race_setuid(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), exec_race);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1338,12 +1283,8 @@ fn tcp_pair_with_unread(data: &[u8]) -> Result<(RawFd, RawFd), String> {
     c.write_all(data).map_err(|e| format!("write: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int.
-        if unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
-            return Err(format!("SIOCINQ: {}", errno_str()));
-        }
-        if n as usize == data.len() {
+        let n = rustix::io::ioctl_fionread(&s).map_err(|e| format!("SIOCINQ: {e}"))?;
+        if n == data.len() as u64 {
             break;
         }
         if Instant::now() > deadline {
@@ -1366,12 +1307,9 @@ impl SockHolder {
     fn spawn(creds: Creds) -> Result<Self> {
         let (ctl_r, ctl_w) = pipe()?;
         let (ack_r, ack_w) = pipe()?;
-        // SAFETY: the child sets up its sockets, reports, waits for its pipe to close and
-        // leaves with _exit, never returning into the harness.
-        let pid = unsafe { libc::fork() };
-        ensure!(pid >= 0, "fork: {}", errno_str());
-        if pid == 0 {
-            drop((ctl_w, ack_r));
+        // The child sets up its sockets, reports, and waits for its pipe to close.
+        let pid = fork_child(|| {
+            close_parent_ends(&[&ctl_w, &ack_r]);
             let mut ack = File::from(ack_w);
             let line = match become_user(creds).and_then(|_| tcp_pair_with_unread(SOCK_SECRET)) {
                 Ok((s, c)) => format!("ready {s} {c}\n"),
@@ -1381,10 +1319,9 @@ impl SockHolder {
             drop(ack);
             let mut b = [0u8; 1];
             let _ = File::from(ctl_r).read(&mut b);
-            // SAFETY: leave the forked child without running the harness's destructors.
-            unsafe { libc::_exit(0) };
-        }
-        drop((ctl_r, ack_w));
+            0
+        })?
+        .as_raw();
         let mut h = Self {
             pid,
             server_fd: -1,
@@ -1403,12 +1340,7 @@ impl SockHolder {
 impl Drop for SockHolder {
     fn drop(&mut self) {
         self.ctl.take();
-        let mut st = 0;
-        // SAFETY: our own child; it exits when its pipe closes.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, &mut st, 0);
-        }
+        kill_and_reap(Pid::from_raw(self.pid));
     }
 }
 
@@ -1470,7 +1402,7 @@ fn other_uid_socket_queues(flavor: Flavor) -> Result<()> {
     step("uid 1000 dumper: the holder's sockets, then its own");
     let denied = format!(
         "returned {e}, end error Some({e}), 0 socket records, 0 queue bytes",
-        e = -libc::EACCES
+        e = -EACCES
     );
     let out = as_child(Some(Creds::user()), || {
         let mut lines = Vec::new();
@@ -1509,20 +1441,9 @@ fn other_uid_socket_queues(flavor: Flavor) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn permissions_other_uid_socket_queues_stock() {
-    run(
-        Flavor::Stock,
-        "permissions_other_uid_socket_queues_stock",
-        other_uid_socket_queues,
-    );
-}
-
-#[test]
-fn permissions_other_uid_socket_queues_patched() {
-    run(
-        Flavor::Patched,
-        "permissions_other_uid_socket_queues_patched",
-        other_uid_socket_queues,
-    );
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn permissions_other_uid_socket_queues(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), other_uid_socket_queues);
 }
