@@ -29,26 +29,24 @@
 //! gives more. Here the buffer has room for one more packet and the last `SIOCOUTQ` bytes are
 //! kept (as `sock_truth::tcp_unacked_bytes`), so such a socket is dumped, not refused.
 
+//!
+//! Modules: `diag` (step 1), `soccr` (step 3); here the dump's shape, its comparison, step 2
+//! and the whole dump.
+
+mod diag;
+mod soccr;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{
-    recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-};
+pub use diag::diag_tcp_sockets;
+use soccr::save_tcp;
 
-use crate::sock_truth::{self, Repair, TcpWindow, TCP_RECV_QUEUE, TCP_SEND_QUEUE};
-
-/// Room for a partly acked head packet in the send-queue peek (see the module comment).
-const SEND_PEEK_SLACK: usize = 1 << 17;
-
-/// include/uapi/linux/sock_diag.h, inet_diag.h
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-/// include/uapi/linux/tcp.h
-const TCP_TIMESTAMP: i32 = 24;
+use crate::sock_truth::{self, TcpWindow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CriuError {
@@ -252,124 +250,11 @@ impl Clock {
     }
 }
 
-fn sockaddr(family: u16, addr: &[u8], port: [u8; 2]) -> SocketAddr {
-    let port = u16::from_be_bytes(port);
-    let ip = if i32::from(family) == libc::AF_INET6 {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&addr[..16]);
-        IpAddr::V6(Ipv6Addr::from(a))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
-    };
-    SocketAddr::new(ip, port)
-}
-
-/// `inet_diag_req_v2` for all TCP sockets of `family`, in an `nlmsghdr`.
-fn diag_request(family: u8, seq: u32) -> Vec<u8> {
-    const NLMSG_HDR: usize = 16;
-    const REQ: usize = 56; // inet_diag_req_v2 with its 48-byte inet_diag_sockid
-    let len = (NLMSG_HDR + REQ) as u32;
-    let mut m = Vec::with_capacity(len as usize);
-    m.extend(len.to_ne_bytes());
-    m.extend(SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend(((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    m.extend(seq.to_ne_bytes());
-    m.extend(0u32.to_ne_bytes()); // nlmsg_pid
-    m.push(family); // sdiag_family
-    m.push(libc::IPPROTO_TCP as u8); // sdiag_protocol
-    m.push(0); // idiag_ext
-    m.push(0); // pad
-    m.extend(u32::MAX.to_ne_bytes()); // idiag_states: all
-    m.resize(len as usize, 0); // the socket id: no filter
-    m
-}
-
-/// The TCP sockets of this network namespace by inode, as `collect_sockets()` gets them:
-/// one sock_diag dump per family.
-pub fn diag_tcp_sockets() -> Result<HashMap<u64, DiagSock>, CriuError> {
-    let nl = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .map_err(nix_err("socket(NETLINK_SOCK_DIAG)"))?;
-    let kernel = NetlinkAddr::new(0, 0);
-    let mut out = HashMap::new();
-    let mut buf = vec![0u8; 32 << 10];
-    for (seq, family) in [(1u32, libc::AF_INET), (2, libc::AF_INET6)] {
-        let req = diag_request(family as u8, seq);
-        sendto(nl.as_raw_fd(), &req, &kernel, MsgFlags::empty())
-            .map_err(nix_err("sendto(sock_diag request)"))?;
-        'dump: loop {
-            let n = recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty())
-                .map_err(nix_err("recv(sock_diag)"))?;
-            if n == 0 {
-                return Err(CriuError::Diag("end of stream before NLMSG_DONE".into()));
-            }
-            let mut off = 0;
-            while off + 16 <= n {
-                let h = &buf[off..n];
-                let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-                let ty = u16::from_ne_bytes([h[4], h[5]]);
-                if len < 16 || len > h.len() {
-                    return Err(CriuError::Diag(format!(
-                        "message of {len} bytes at offset {off} of {n}"
-                    )));
-                }
-                match i32::from(ty) {
-                    libc::NLMSG_DONE => break 'dump,
-                    libc::NLMSG_ERROR => {
-                        let errno = h
-                            .get(16..20)
-                            .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
-                            .unwrap_or(0);
-                        return Err(CriuError::Io {
-                            what: format!("sock_diag dump of family {family}"),
-                            source: io::Error::from_raw_os_error(-errno),
-                        });
-                    }
-                    _ => {
-                        // inet_diag_msg: family, state, timer, retrans, then the socket id
-                        // (sport, dport, src[16], dst[16], if, cookie[2]), expires, rqueue,
-                        // wqueue, uid, inode.
-                        let m = &h[16..len];
-                        if m.len() < 72 {
-                            return Err(CriuError::Diag(format!(
-                                "inet_diag_msg of {} bytes",
-                                m.len()
-                            )));
-                        }
-                        let fam = u16::from(m[0]);
-                        let inode = u32::from_ne_bytes([m[68], m[69], m[70], m[71]]);
-                        out.insert(
-                            u64::from(inode),
-                            DiagSock {
-                                family: fam,
-                                state: m[1],
-                                src: sockaddr(fam, &m[8..24], [m[4], m[5]]),
-                                dst: sockaddr(fam, &m[24..40], [m[6], m[7]]),
-                            },
-                        );
-                    }
-                }
-                // NLMSG_ALIGN
-                off += (len + 3) & !3;
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// pidfd_getfd(2): a copy of fd `fd` of the process behind `pidfd`.
 pub fn pidfd_getfd(pidfd: &OwnedFd, fd: u32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall, no pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    rustix::process::pidfd_getfd(pidfd, fd, rustix::process::PidfdGetfdFlags::empty())
+        .map_err(io::Error::from)
 }
 
 /// One TCP socket as CRIU dumps it.
@@ -377,112 +262,6 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, fd: u32) -> io::Result<OwnedFd> {
 pub struct CriuSock {
     pub sock: TcpSock,
     pub extra: CriuExtra,
-}
-
-/// `libsoccr_pause()` + `libsoccr_save()` on `fd` (a copy of the target's fd `tfd`).
-fn save_tcp(
-    fd: RawFd,
-    tfd: u32,
-    d: &DiagSock,
-    inode: u64,
-    clock: &mut Clock,
-    ph: &mut Phases,
-) -> Result<CriuSock, CriuError> {
-    let what = |s: &str| format!("fd {tfd}: {s}");
-    clock.lap();
-    let repair = Repair::enter(fd).map_err(io_err(what("TCP_REPAIR on")))?;
-    ph.repair += clock.lap();
-    let info = sock_truth::tcp_info_head(fd).map_err(io_err(what("TCP_INFO")))?;
-    let outq = sock_truth::outq(fd).map_err(io_err(what("SIOCOUTQ")))?;
-    let outq_nsd = sock_truth::outq_nsd(fd).map_err(io_err(what("SIOCOUTQNSD")))?;
-    let inq = sock_truth::inq(fd).map_err(io_err(what("SIOCINQ")))?;
-    let window = repair.window().map_err(io_err(what("TCP_REPAIR_WINDOW")))?;
-    let mss_clamp = sock_truth::getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, "")
-        .map_err(io_err(what("TCP_MAXSEG")))? as u32;
-    let timestamp = if info.options & sock_truth::TCPI_OPT_TIMESTAMPS != 0 {
-        ph.syscalls += 1;
-        Some(
-            sock_truth::getsockopt_int(fd, libc::IPPROTO_TCP, TCP_TIMESTAMP, "")
-                .map_err(io_err(what("TCP_TIMESTAMP")))? as u32,
-        )
-    } else {
-        None
-    };
-    ph.state += clock.lap();
-    let rcv_nxt = repair
-        .queue_seq(TCP_RECV_QUEUE)
-        .map_err(io_err(what("TCP_QUEUE_SEQ (receive)")))?;
-    // CRIU peeks one byte more than SIOCINQ, to see that there are no more.
-    let recv = if inq > 0 {
-        repair
-            .peek(inq as usize + 1)
-            .map_err(io_err(what("peek of the receive queue")))?
-    } else {
-        Vec::new()
-    };
-    if recv.len() != inq as usize {
-        return Err(CriuError::Diag(format!(
-            "fd {tfd}: peeked {} bytes of the receive queue, SIOCINQ says {inq}",
-            recv.len()
-        )));
-    }
-    let write_seq = repair
-        .queue_seq(TCP_SEND_QUEUE)
-        .map_err(io_err(what("TCP_QUEUE_SEQ (send)")))?;
-    // As CRIU: SIOCOUTQ + 1 bytes. Only a partly acked head packet gives more; then once
-    // more with room for it.
-    let mut send = Vec::new();
-    if outq > 0 {
-        send = repair
-            .peek(outq as usize + 1)
-            .map_err(io_err(what("peek of the send queue")))?;
-        if send.len() > outq as usize {
-            ph.syscalls += 1;
-            send = repair
-                .peek(outq as usize + SEND_PEEK_SLACK)
-                .map_err(io_err(what("peek of the send queue")))?;
-        }
-    }
-    if send.len() < outq as usize {
-        return Err(CriuError::Diag(format!(
-            "fd {tfd}: peeked {} bytes of the send queue, SIOCOUTQ says {outq}",
-            send.len()
-        )));
-    }
-    send.drain(..send.len() - outq as usize);
-    ph.queues += clock.lap();
-    drop(repair);
-    ph.repair += clock.lap();
-    // on, TCP_INFO, 3 ioctls, window, maxseg, 2 x (select, seq), the peeks, and leaving
-    // (select no queue, off)
-    ph.syscalls += 1 + 1 + 3 + 1 + 1 + 4 + u64::from(inq > 0) + u64::from(outq > 0) + 2;
-    ph.sockets += 1;
-    Ok(CriuSock {
-        sock: TcpSock {
-            fd: tfd,
-            family: d.family,
-            state: d.state,
-            src: d.src,
-            dst: d.dst,
-            snd_una: write_seq.wrapping_sub(outq),
-            snd_nxt: write_seq.wrapping_sub(outq_nsd),
-            write_seq,
-            rcv_nxt,
-            copied_seq: rcv_nxt.wrapping_sub(inq),
-            window,
-            mss: info.snd_mss,
-            snd_wscale: info.snd_wscale,
-            rcv_wscale: info.rcv_wscale,
-            recv,
-            send,
-        },
-        extra: CriuExtra {
-            inode,
-            mss_clamp,
-            options: info.options,
-            timestamp,
-        },
-    })
 }
 
 /// Dump every TCP socket of `pid` CRIU's way (needs CAP_NET_ADMIN for repair mode and ptrace
@@ -545,6 +324,9 @@ pub fn dump_tcp(pid: i32, phases: Option<&mut Phases>) -> Result<Vec<CriuSock>, 
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::diag::{diag_request, sockaddr, SOCK_DIAG_BY_FAMILY};
     use super::*;
 
     fn sock(fd: u32) -> TcpSock {
