@@ -1562,6 +1562,8 @@ fn race() -> Result<()> {
     let (mut tcp_seen, mut bytes_seen, mut udp_seen) = (0u64, 0u64, 0u64);
     let (mut rtx_seen, mut ofo_seen, mut ustream_seen) = (0u64, 0u64, 0u64);
     let mut failure = None;
+    // Time in the dumps themselves (run, drain, decode), apart from the checks.
+    let mut dumping = Duration::ZERO;
     // The bound the dump_files race test has too (CRIB_RACE_TIME_LIMIT).
     let limit = crib_harness::settings::checked()?.race_time_limit;
     for n in 0..RACE_DUMPS {
@@ -1575,6 +1577,7 @@ fn race() -> Result<()> {
             ));
             break;
         }
+        let t = Instant::now();
         let socks = match d.dump(me, None) {
             Ok(s) => s,
             Err(e) => {
@@ -1582,6 +1585,7 @@ fn race() -> Result<()> {
                 break;
             }
         };
+        dumping += t.elapsed();
         let mut df = Diffs::default();
         for s in &socks {
             let r = &s.sock;
@@ -1696,12 +1700,14 @@ fn race() -> Result<()> {
         used_after - used_before
     );
     println!(
-        "{RACE_DUMPS} dumps in {:.1} s while {} MiB flowed: {tcp_seen} TCP socket records, \
+        "{RACE_DUMPS} dumps in {:.1} s ({:.1} s of it dumping, the rest checking) while {} MiB \
+         flowed: {tcp_seen} TCP socket records, \
          {bytes_seen} queued TCP bytes checked against the pattern ({rtx_seen} of them \
          sent and unacked, {ofo_seen} out-of-order packets), {udp_seen} UDP and unix \
          datagrams and {ustream_seen} unix stream records checked; sockets: used \
          {used_before} before, {used_during} during, {used_after} after",
         elapsed.as_secs_f64(),
+        dumping.as_secs_f64(),
         written.load(Ordering::Relaxed) >> 20
     );
     Ok(())
