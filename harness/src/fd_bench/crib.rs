@@ -25,6 +25,11 @@ impl Crib {
         })
     }
 
+    /// The loaded program (for timing its steps: `super::parts`).
+    pub fn dumper(&self) -> &Dumper {
+        &self.dumper
+    }
+
     /// Dump `pid` once.
     pub fn dump(&self, pid: i32) -> Result<Vec<FdRow>, MethodError> {
         let files = self

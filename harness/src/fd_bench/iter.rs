@@ -143,7 +143,8 @@ impl IterLink {
         super::crib::rows("iter/task_file", &files)
     }
 
-    fn read_all(&self) -> Result<Vec<u8>, MethodError> {
+    /// Create an iterator fd and read it to the end.
+    pub fn read_all(&self) -> Result<Vec<u8>, MethodError> {
         let io = |e: std::io::Error| MethodError::Io {
             what: format!("reading the iter/task_file iterator of pid {}", self.pid),
             source: e,

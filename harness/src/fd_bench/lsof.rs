@@ -15,6 +15,12 @@ use crate::dump::FileKind;
 /// Debian's lsof.
 pub const LSOF: &str = "/usr/bin/lsof";
 
+/// lsof 4.95 (Debian 12) lists at most this many numbered fds of a process (measured: a process
+/// with 10,500 fds gets fds 0-9,999, exit 0, no warning), so larger tables skip it.
+pub const MAX_FDS: usize = 10_000;
+pub const MAX_FDS_WHY: &str = "lsof 4.95 lists only the first 10,000 numbered fds of a \
+    process (fds from 10,000 on are missing from its output, exit 0, no warning)";
+
 /// The arguments for `pid`: no host or port name lookups, no warnings, offsets always.
 pub fn args(pid: i32) -> Vec<String> {
     [

@@ -18,6 +18,7 @@ pub mod crib;
 pub mod guest;
 pub mod iter;
 pub mod lsof;
+pub mod parts;
 pub mod plot;
 pub mod procfs;
 pub mod report;
@@ -246,10 +247,29 @@ fn one_size(
     let pid = target.pid();
     let link = methods.iter.link(pid).map_err(method_err)?;
 
+    // lsof lists only the first 10,000 numbered fds of a process: larger tables skip it.
+    let mut skipped = Vec::new();
+    let active: Vec<Method> = Method::ALL
+        .into_iter()
+        .filter(|m| {
+            let skip = *m == Method::Lsof && fds as usize + 5 > lsof::MAX_FDS;
+            if skip {
+                skipped.push(report::Skipped {
+                    method: *m,
+                    why: lsof::MAX_FDS_WHY.into(),
+                });
+            }
+            !skip
+        })
+        .collect();
+
     // 1. Every method once, compared with CRIB field by field.
-    progress(&format!("{fds} fds: checking that the four methods agree"));
+    progress(&format!(
+        "{fds} fds: checking that {} methods agree",
+        active.len()
+    ));
     let mut checked: BTreeMap<Method, Vec<FdRow>> = BTreeMap::new();
-    for m in Method::ALL {
+    for &m in &active {
         let rows = dump_once(m, methods, &link, pid).map_err(method_err)?;
         let want = fds as usize + 2;
         if rows.len() < want {
@@ -264,7 +284,7 @@ fn one_size(
     }
     let reference = &checked[&Method::Crib];
     let mut compared = BTreeMap::new();
-    for m in Method::ALL.into_iter().skip(1) {
+    for &m in active.iter().skip(1) {
         let c = row::compare(Method::Crib, reference, m, &checked[&m])
             .map_err(|source| FdBenchError::Disagree { fds, source })?;
         compared.insert(m, c);
@@ -274,7 +294,7 @@ fn one_size(
     // 2. System calls: one more run of each with the counter attached.
     progress(&format!("{fds} fds: counting system calls"));
     let mut calls = BTreeMap::new();
-    for m in Method::ALL {
+    for &m in &active {
         let (rows, c) =
             syscalls::count(methods.iter.object(), || dump_once(m, methods, &link, pid))
                 .map_err(method_err)?;
@@ -285,15 +305,15 @@ fn one_size(
     // 3. Timed rounds, the order rotating so that no method always runs first.
     let mut times: BTreeMap<Method, Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
-        for k in 0..Method::ALL.len() {
-            let m = Method::ALL[(k + round as usize) % Method::ALL.len()];
+        for k in 0..active.len() {
+            let m = active[(k + round as usize) % active.len()];
             let t = Instant::now();
             let rows = dump_once(m, methods, &link, pid).map_err(method_err)?;
             let took = t.elapsed();
             same(fds, round + 1, m, &checked[&m], &rows)?;
             times.entry(m).or_default().push(report::ms(took));
         }
-        let line: Vec<String> = Method::ALL
+        let line: Vec<String> = active
             .iter()
             .map(|m| format!("{m} {:.1} ms", times[m].last().copied().unwrap_or(0.0)))
             .collect();
@@ -303,6 +323,10 @@ fn one_size(
             line.join(", ")
         ));
     }
+    progress(&format!(
+        "{fds} fds: timing the steps of CRIB and iter/task_file"
+    ));
+    let parts = parts::measure(&methods.crib, &link, pid).map_err(method_err)?;
     let iter_link_ms = report::ms(link.setup);
     drop(link);
     target
@@ -310,7 +334,7 @@ fn one_size(
         .map_err(|source| FdBenchError::Table { fds, source })?;
 
     let crib_runs = times[&Method::Crib].clone();
-    let results = Method::ALL
+    let results = active
         .iter()
         .map(|m| {
             report::method_result(
@@ -327,6 +351,8 @@ fn one_size(
         mix: table::Mix::of(fds),
         table_fds,
         iter_link_ms,
+        parts,
+        skipped,
         compared,
         methods: results,
     })

@@ -53,9 +53,19 @@ pub struct SizeResult {
     pub table_fds: usize,
     /// Creating the iter/task_file link for this pid, not in any dump's time
     pub iter_link_ms: f64,
+    /// Methods not run at this size, and why
+    pub skipped: Vec<Skipped>,
+    /// Where CRIB's and the iterator's time goes, step by step (`parts.rs`)
+    pub parts: super::parts::Parts,
     /// Values compared per method against CRIB before timing, by field
     pub compared: BTreeMap<Method, Compared>,
     pub methods: Vec<MethodResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub method: Method,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,19 +247,34 @@ impl Report {
             let _ = writeln!(
                 s,
                 "\n{} fds ({} in the table: {} regular, {} pipe ends, {} unix sockets, {} \
-                 eventfds; iter link {:.2} ms); all four agree on every compared field",
+                 eventfds; iter link {:.2} ms); the {} methods run agree on every compared field",
                 size.fds,
                 size.table_fds,
                 size.mix.regular,
                 size.mix.pipe_ends,
                 size.mix.unix_sockets,
                 size.mix.eventfds,
-                size.iter_link_ms
+                size.iter_link_ms,
+                size.methods.len()
             );
             let _ = writeln!(
                 s,
                 "  {:<15} {:>11} {:>11} {:>9} {:>10} {:>10}",
                 "method", "min ms", "median ms", "us/fd", "x CRIB", "syscalls"
+            );
+            let p = &size.parts;
+            let _ = writeln!(
+                s,
+                "  steps (median of {} more runs, ms): CRIB run+drain {:.2}, decode {:.2}, rows \
+                 {:.2}; iter read {:.2}, split {:.2}, decode {:.2}, rows {:.2}",
+                super::parts::RUNS,
+                p.crib_run_drain_ms,
+                p.crib_decode_ms,
+                p.crib_rows_ms,
+                p.iter_read_ms,
+                p.iter_split_ms,
+                p.iter_decode_ms,
+                p.iter_rows_ms
             );
             for r in &size.methods {
                 let _ = writeln!(
@@ -262,6 +287,9 @@ impl Report {
                     r.ratio_to_crib,
                     r.syscalls.total
                 );
+            }
+            for k in &size.skipped {
+                let _ = writeln!(s, "  {}: not run: {}", k.method, k.why);
             }
         }
         if self.sizes.len() > 1 {
