@@ -4,7 +4,7 @@
 //! must not make: see `bench::check_sample`). Here, on top: get_file() refuses the same fds in
 //! modes 2 and 3; on stock no dynptr is refused (the module hands out only what
 //! bpf_dynptr_from_file() takes there); on the patched kernel mode 4 gets -EBADF for every fd
-//! not open for reading (kernel-patches/0002). Mode 4 (`item->file` straight to the kfunc) is
+//! not open for reading (kernel-patches/0001). Mode 4 (`item->file` straight to the kfunc) is
 //! rejected by the stock verifier and runs on the patched kernel.
 //!
 //! Correctness only: no timing is checked (the numbers of a TCG guest on a shared host say

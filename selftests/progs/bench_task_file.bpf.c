@@ -23,7 +23,7 @@
  * Every mode also reads item->fd and sums the fds, so the harness can check
  * that all modes walked the same table. Files for which get_file() returns
  * NULL (the module hands out only what it may: see kfuncs/README.md) and
- * bpf_dynptr_from_file() failures (kernel-patches/0002: -EBADF for files not
+ * bpf_dynptr_from_file() failures (kernel-patches/0001: -EBADF for files not
  * open for reading, -EINVAL for files that are not regular) are counted,
  * and the first CRIB_BENCH_MAX_FAILS are kept in bench_fails. The target's
  * own files are regular and read-only, so only its inherited stdio may

@@ -16,7 +16,7 @@
  *
  * The harness compares the outcome with how each fd was opened: on the
  * patched kernel bpf_dynptr_from_file() refuses files without FMODE_READ
- * (-EBADF) and files that are not regular (-EINVAL, kernel-patches/0002).
+ * (-EBADF) and files that are not regular (-EINVAL, kernel-patches/0001).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
