@@ -117,14 +117,7 @@ pub fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+    crate::bench::median(v)
 }
 
 pub fn ms(d: Duration) -> f64 {

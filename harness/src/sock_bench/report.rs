@@ -4,21 +4,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::bench::median;
 use crate::criu_dump::Phases;
 
 pub(super) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => s[n / 2],
-        _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn min(v: &[f64]) -> f64 {
