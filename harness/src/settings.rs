@@ -24,7 +24,7 @@ use crate::vm::{Accel, Backend};
 
 mod kernel_cache;
 
-pub use kernel_cache::DEFAULT_VARIANT;
+pub use kernel_cache::{is_debug_variant, DEFAULT_VARIANT};
 
 /// One environment variable as the README tables show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,11 +43,11 @@ const fn var(name: &'static str, default: &'static str, doc: &'static str) -> Va
 /// Every setting [`Settings`] reads, in the order of the README table.
 pub const VARS: &[Var] = &[
     var("CRIB_CACHE", "`~/.cache/crib`", "where `scripts/build` exports kernels and the harness keeps its probe verdict, boot log and scratch files"),
-    var("CRIB_VARIANT", "`release`", "which kernel variant to build and boot: `release` or `debug` (KASAN, lockdep)"),
+    var("CRIB_VARIANT", "`release`", "which kernel variant of `configs/matrix.toml` to build and boot: `release`, `debug` (KASAN, lockdep), `clang`, `clang-debug`"),
     var("CRIB_KERNEL_DIR", "unset", "test a kernel built elsewhere: its build directory (bzImage + vmlinux) instead of the cache's"),
     var("CRIB_ACCEL", "probed", "`tcg` or `kvm` forces the accelerator; unset: the cached KVM probe verdict"),
     var("CRIB_VM_BACKEND", "`direct`", "`direct` or `vmtest`; unset: direct for command runs, vmtest for the interactive shell"),
-    var("CRIB_VM_TIMEOUT", "`300`", "seconds one guest run may take before it is killed"),
+    var("CRIB_VM_TIMEOUT", "`300` (`1800` on a debug variant)", "seconds one guest run may take before it is killed"),
     var("CRIB_VM_KARGS", "none", "more kernel arguments, appended to the runner's"),
     var("CRIB_VM_MEM", "`2G`", "guest memory (QEMU `-m`)"),
     var("CRIB_VM_CPUS", "`2`", "guest vCPUs (QEMU `-smp`)"),
@@ -56,7 +56,7 @@ pub const VARS: &[Var] = &[
     var("CRIB_QEMU_TCG", "`scripts/qemu-tcg`", "the QEMU wrapper vmtest runs for a TCG guest"),
     var("CRIB_EXTRA_OBJS", "none", "more BPF objects (a `:`-separated path list) for the verifier cases"),
     var("CRIB_VERIFIER_VM_PER_CASE", "`0`", "`1`: each verifier case boots its own guest instead of one guest per flavor"),
-    var("CRIB_RACE_TIME_LIMIT", "`240`", "seconds the 1,000 dumps of the `dump_files` race test may take"),
+    var("CRIB_RACE_TIME_LIMIT", "`240` (`1200` on a debug variant)", "seconds the 1,000 dumps of the `dump_files` race test may take"),
     var("CRIB_PERM_RACE_SECS", "`20`", "seconds the `permissions` test races the dumper against an exec loop"),
 ];
 
@@ -106,7 +106,7 @@ pub struct Settings {
     pub accel: Option<Accel>,
     /// `CRIB_VM_BACKEND`; `None`: [`Backend::default_for`] the kernel.
     pub vm_backend: Option<Backend>,
-    /// `CRIB_VM_TIMEOUT`; `None`: [`crate::vm::DEFAULT_TIMEOUT`].
+    /// `CRIB_VM_TIMEOUT`; `None`: the default, see [`Settings::vm_timeout_or_default`].
     pub vm_timeout: Option<Duration>,
     /// `CRIB_VM_KARGS`, split at whitespace.
     pub vm_kargs: Vec<String>,
@@ -195,6 +195,12 @@ impl Settings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<OsString>) -> Settings {
         let cache = kernel_cache::cache_from(&get);
         let variant = kernel_cache::variant_from(&get);
+        // KASAN + lockdep guests run 3-6x slower under TCG (README, "Kernel variants").
+        let race_default = if is_debug_variant(&variant) {
+            1200
+        } else {
+            240
+        };
         let mut r = Reader {
             get,
             errors: Vec::new(),
@@ -248,7 +254,12 @@ impl Settings {
                     _ => None,
                 }
             }),
-            race_time_limit: r.parse("CRIB_RACE_TIME_LIMIT", SECS, Duration::from_secs(240), secs),
+            race_time_limit: r.parse(
+                "CRIB_RACE_TIME_LIMIT",
+                SECS,
+                Duration::from_secs(race_default),
+                secs,
+            ),
             perm_race_secs: r.parse("CRIB_PERM_RACE_SECS", SECS, Duration::from_secs(20), secs),
             in_guest: r.os("CRIB_IN_GUEST").is_some_and(|v| v == "1"),
             flavor: r.string("CRIB_FLAVOR"),
@@ -269,11 +280,20 @@ impl Settings {
         }
     }
 
-    /// `CRIB_VM_TIMEOUT`, else [`crate::vm::DEFAULT_TIMEOUT`].
+    /// `CRIB_VM_TIMEOUT`, else [`crate::vm::DEFAULT_TIMEOUT`], or [`DEBUG_VM_TIMEOUT`] on a
+    /// debug variant ([`is_debug_variant`]).
     pub fn vm_timeout_or_default(&self) -> Duration {
-        self.vm_timeout.unwrap_or(crate::vm::DEFAULT_TIMEOUT)
+        self.vm_timeout
+            .unwrap_or(if is_debug_variant(&self.variant) {
+                DEBUG_VM_TIMEOUT
+            } else {
+                crate::vm::DEFAULT_TIMEOUT
+            })
     }
 }
+
+/// The default per-run guest timeout on a debug variant (KASAN + lockdep under TCG).
+pub const DEBUG_VM_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The process's settings, read on first use. A variable that did not parse holds its default
 /// here; use [`checked`] where a bad value must fail.

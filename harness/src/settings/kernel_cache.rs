@@ -25,3 +25,10 @@ pub fn variant_from(get: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> String 
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| DEFAULT_VARIANT.to_string())
 }
+
+/// Whether a variant's kernels carry the debugging options of `configs/debug.config` (KASAN,
+/// lockdep): by the matrix's naming rule, its name is `debug` or ends in `-debug`. Such a guest
+/// runs several times slower under TCG, so the run's time limits default higher.
+pub fn is_debug_variant(variant: &str) -> bool {
+    variant == "debug" || variant.ends_with("-debug")
+}

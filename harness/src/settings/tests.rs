@@ -247,3 +247,20 @@ fn every_variable_the_scripts_read_is_listed() {
         "read by a script, in no table of harness/src/settings.rs: {missing:?}"
     );
 }
+
+#[test]
+fn debug_variants_get_longer_default_time_limits() {
+    for v in ["debug", "clang-debug"] {
+        let s = with(&[("CRIB_VARIANT", v)]);
+        assert_eq!(s.vm_timeout_or_default(), DEBUG_VM_TIMEOUT, "{v}");
+        assert_eq!(s.race_time_limit, Duration::from_secs(1200), "{v}");
+    }
+    for v in ["release", "clang", "debugfs-free"] {
+        let s = with(&[("CRIB_VARIANT", v)]);
+        assert_eq!(s.vm_timeout_or_default(), Duration::from_secs(300), "{v}");
+        assert_eq!(s.race_time_limit, Duration::from_secs(240), "{v}");
+    }
+    // An explicit value wins on a debug variant too.
+    let s = with(&[("CRIB_VARIANT", "debug"), ("CRIB_VM_TIMEOUT", "60")]);
+    assert_eq!(s.vm_timeout_or_default(), Duration::from_secs(60));
+}
