@@ -12,7 +12,8 @@
 //! - **CRIU's method** (`criu_dump.rs`, no BPF): sock_diag, `pidfd_getfd()` per fd, repair
 //!   mode, `TCP_QUEUE_SEQ` and a peek per queue, as CRIU's libsoccr.
 //!
-//! Before anything is timed, both dumps must give the same [`TcpSock`]s (fd, family, state,
+//! Before anything is timed, the sockets must be quiet (`settle`: nothing in flight, every
+//! zero-window probe answered), and then both dumps must give the same [`TcpSock`]s (fd, family, state,
 //! addresses, the five sequence numbers, the repair window, MSS, window scales, and the bytes
 //! of both queues), and every target socket must have bytes queued both ways. Then the rounds
 //! run both methods back to back, alternating which goes first; every timed run's result is
@@ -21,11 +22,13 @@
 //! the median of the per-round ratios, and one more run of each split into its parts.
 
 //!
-//! Modules: `target` (the child holding the sockets), `dumps` (both dumps as [`TcpSock`]s),
-//! `report` (statistics and the printed report); here the options, the checks and the run.
+//! Modules: `target` (the child holding the sockets), `settle` (waiting until they are
+//! quiet), `dumps` (both dumps as [`TcpSock`]s), `report` (statistics and the printed
+//! report); here the options, the checks and the run.
 
 mod dumps;
 mod report;
+mod settle;
 mod target;
 
 use std::io;
@@ -51,7 +54,8 @@ pub const DEFAULT_RCVBUF: u32 = 4096;
 /// Upper bound for one size: the target's fds, and the dump's records in the 64 MiB ring
 /// buffer at the default sizes.
 pub const MAX_SOCKETS: u32 = 10_000;
-/// How often the pre-timing equality check is tried while the sockets settle.
+/// How often the pre-timing equality check is tried (the sockets are quiet by then, so
+/// more than one attempt means something `settle` does not know of moved them).
 const EQUAL_ATTEMPTS: u32 = 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -198,8 +202,7 @@ fn crib_parts(d: &SockDumper, pid: i32) -> Result<CribParts, SockBenchError> {
     })
 }
 
-/// Dump with both methods until they agree (the sockets settle after the writes): the
-/// checked dump, and how many attempts it took.
+/// Dump with both methods until they agree: the checked dump, and how many attempts it took.
 fn equal_dumps(d: &SockDumper, pid: i32) -> Result<(Vec<TcpSock>, u32), SockBenchError> {
     let mut last = Vec::new();
     for attempt in 1..=EQUAL_ATTEMPTS {
@@ -239,7 +242,12 @@ fn one_size(
     let target = SockTarget::spawn(n, opts.bytes, opts.rcvbuf)?;
     let pid = target.pid();
     progress(&format!(
-        "{n} sockets: target pid {pid}; checking that both methods give the same dump"
+        "{n} sockets: target pid {pid}; waiting until the sockets are quiet"
+    ));
+    let quiet_after = settle::wait_quiet(&target, settle::SETTLE_LIMIT)?;
+    progress(&format!(
+        "{n} sockets: quiet after {} ms; checking that both methods give the same dump",
+        quiet_after.as_millis()
     ));
     let (reference, attempts) = equal_dumps(d, pid)?;
     if reference.len() != n as usize {
@@ -278,6 +286,7 @@ fn one_size(
         recv_bytes: reference.iter().map(|s| s.recv.len() as u64).sum(),
         send_bytes: reference.iter().map(|s| s.send.len() as u64).sum(),
         packets,
+        quiet_after,
         attempts,
         ..Default::default()
     };

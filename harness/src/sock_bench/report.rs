@@ -42,7 +42,9 @@ pub struct SizeReport {
     pub send_bytes: u64,
     /// packets per queue in the CRIB dump: receive, retransmit, write
     pub packets: [u64; 3],
-    /// attempts until both dumps agreed (the sockets settle after the writes)
+    /// how long the sockets took to become quiet after the setup (`settle`)
+    pub quiet_after: Duration,
+    /// attempts until both dumps agreed, once quiet
     pub attempts: u32,
     pub crib_us: Vec<f64>,
     pub criu_us: Vec<f64>,
@@ -143,8 +145,8 @@ impl Report {
             let _ = writeln!(
                 o,
                 "\n  {} sockets: {} with bytes queued both ways; {} receive-queue bytes in {} \
-                 packets, {} send-queue bytes in {} retransmit + {} write packets; both dumps \
-                 equal (attempt {})",
+                 packets, {} send-queue bytes in {} retransmit + {} write packets; quiet after \
+                 {} ms; both dumps equal (attempt {})",
                 s.sockets,
                 s.queued_both_ways,
                 s.recv_bytes,
@@ -152,6 +154,7 @@ impl Report {
                 s.send_bytes,
                 s.packets[1],
                 s.packets[2],
+                s.quiet_after.as_millis(),
                 s.attempts
             );
             let _ = writeln!(

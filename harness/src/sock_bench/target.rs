@@ -210,6 +210,11 @@ impl SockTarget {
         self.pid.as_raw()
     }
 
+    /// The peers of the target's sockets, held here.
+    pub(super) fn peers(&self) -> &[OwnedFd] {
+        &self.peers
+    }
+
     /// SIGKILL the child and reap it; how it ended, for a message.
     fn kill_and_reap(&mut self) -> String {
         if self.reaped {
