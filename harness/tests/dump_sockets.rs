@@ -10,9 +10,9 @@
 //! Each test body runs in its own guest (root, lo up, crib_kfuncs.ko loaded on stock); the VM
 //! runner fails a test on any kernel splat.
 
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,14 @@ use crib_harness::kernel::Flavor;
 use crib_harness::sock_dump::{errno_str, Queue, SockDump, SockDumper, F_V6};
 use crib_harness::sock_truth::{self as truth, first_difference, pattern, TcpTruth};
 use crib_harness::vm::guest_test as run;
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    self as sock, setsockopt, sockopt, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockProtocol, SockType, SockaddrStorage,
+};
 
 /// One test per kernel flavor, named `<what>_stock` and `<what>_patched` (filter with
 /// `-E 'not test(/patched/)'` where the patched kernel is not built).
@@ -81,19 +89,33 @@ impl Diffs {
     }
 }
 
-fn set_int(fd: RawFd, level: i32, opt: i32, val: i32, what: &str) -> Result<()> {
-    truth::setsockopt_int(fd, level, opt, val, what).map_err(Into::into)
+/// Set a socket option, naming it in the error.
+fn set<O: nix::sys::socket::SetSockOpt>(
+    fd: &impl AsFd,
+    opt: O,
+    val: &O::Val,
+    what: &str,
+) -> Result<()> {
+    setsockopt(fd, opt, val).with_context(|| format!("setsockopt {what}"))
 }
 
-fn set_nonblocking(fd: RawFd) -> Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on an fd we own.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    ensure!(
-        fl >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } == 0,
-        "O_NONBLOCK: {}",
-        std::io::Error::last_os_error()
-    );
+/// UDP_CORK on or off (nix has no option type for it).
+fn udp_cork_set(s: &UdpSocket, on: bool) -> Result<()> {
+    let what = if on { "UDP_CORK" } else { "UDP_CORK off" };
+    truth::setsockopt_int(
+        s.as_raw_fd(),
+        libc::IPPROTO_UDP,
+        libc::UDP_CORK,
+        on.into(),
+        what,
+    )?;
+    Ok(())
+}
+
+fn set_nonblocking(fd: &impl AsFd) -> Result<()> {
+    let fl = fcntl(fd, FcntlArg::F_GETFL).context("F_GETFL")?;
+    let fl = OFlag::from_bits_retain(fl) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(fl)).context("O_NONBLOCK")?;
     Ok(())
 }
 
@@ -119,16 +141,10 @@ fn loopback(v6: bool) -> &'static str {
 }
 
 /// A connected pair over lo; `rcvbuf` is set on the listener, so the accepted end has it.
-fn tcp_pair(v6: bool, rcvbuf: Option<i32>) -> Result<TcpPair> {
+fn tcp_pair(v6: bool, rcvbuf: Option<usize>) -> Result<TcpPair> {
     let l = TcpListener::bind(loopback(v6)).context("bind listener")?;
     if let Some(b) = rcvbuf {
-        set_int(
-            l.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            b,
-            "SO_RCVBUF",
-        )?;
+        set(&l, sockopt::RcvBuf, &b, "SO_RCVBUF")?;
     }
     let client = TcpStream::connect(l.local_addr()?).context("connect")?;
     let (server, _) = l.accept().context("accept")?;
@@ -173,14 +189,14 @@ fn check_tcp(
     let r = &dump.sock;
     let mut d = Diffs::default();
     let fam = if s.local_addr()?.is_ipv6() {
-        libc::AF_INET6
+        AddressFamily::Inet6
     } else {
-        libc::AF_INET
+        AddressFamily::Inet
     };
     d.eq("queue_err", errno_str(-r.queue_err), errno_str(0));
-    d.eq("family", i32::from(r.family), fam);
-    d.eq("type", i32::from(r.sock_type), libc::SOCK_STREAM);
-    d.eq("protocol", i32::from(r.protocol), libc::IPPROTO_TCP);
+    d.eq("family", i32::from(r.family), fam as i32);
+    d.eq("type", i32::from(r.sock_type), SockType::Stream as i32);
+    d.eq("protocol", i32::from(r.protocol), SockProtocol::Tcp as i32);
     d.eq("state (TCP_INFO)", r.state, t.state);
     d.eq("local address", r.src, Some(addr_parts(s.local_addr()?)));
     d.eq("peer address", r.dst, Some(addr_parts(s.peer_addr()?)));
@@ -395,7 +411,7 @@ fn tcp_peer_not_reading(v6: bool) -> Result<()> {
     let d = SockDumper::load()?;
     // sk_rcvbuf 2 MiB (twice SO_RCVBUF): over 1 MiB of data fits, the 6 MiB written do not.
     let mut p = tcp_pair(v6, Some(1 << 20))?;
-    set_nonblocking(p.client.as_raw_fd())?;
+    set_nonblocking(&p.client)?;
     let mut sent = 0usize;
     let chunk = pattern(2, 0, 6 << 20);
     // Write until the sender is stuck for a while (EAGAIN and nothing moves).
@@ -480,18 +496,12 @@ fn tcp_sendfile(v6: bool) -> Result<()> {
     let path = std::env::temp_dir().join(format!("crib-sendfile-{}", std::process::id()));
     std::fs::write(&path, &data)?;
     let f = std::fs::File::open(&path)?;
-    let mut off: libc::off_t = 0;
+    let mut off = 0;
     while (off as usize) < data.len() {
-        // SAFETY: both fds are open; off is valid for writes.
-        let n = unsafe {
-            libc::sendfile(
-                p.client.as_raw_fd(),
-                f.as_raw_fd(),
-                &mut off,
-                data.len() - off as usize,
-            )
-        };
-        ensure!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+        let left = data.len() - off as usize;
+        let n = nix::sys::sendfile::sendfile(&p.client, &f, Some(&mut off), left)
+            .context("sendfile")?;
+        ensure!(n > 0, "sendfile: sent nothing at offset {off}");
     }
     wait_all_acked(what, &p.client)?;
     let (sd, st) = stable_tcp_dump(&d, p.server.as_raw_fd())?;
@@ -581,9 +591,9 @@ fn tcp_segment(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, data: &[u8]
     pseudo.extend(ip_bytes(to.ip()));
     if from.is_ipv6() {
         pseudo.extend(len.to_be_bytes());
-        pseudo.extend([0, 0, 0, libc::IPPROTO_TCP as u8]);
+        pseudo.extend([0, 0, 0, SockProtocol::Tcp as u8]);
     } else {
-        pseudo.extend([0, libc::IPPROTO_TCP as u8]);
+        pseudo.extend([0, SockProtocol::Tcp as u8]);
         pseudo.extend((len as u16).to_be_bytes());
     }
     let sum = csum_add(csum_add(0, &pseudo), &h);
@@ -591,53 +601,26 @@ fn tcp_segment(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, data: &[u8]
     h
 }
 
-/// Send `segment` from a raw socket (the kernel adds the IP header).
+/// Send `segment` from a raw socket (the kernel adds the IP header; the address's port is 0).
 fn raw_send(to: SocketAddr, segment: &[u8]) -> Result<()> {
-    let fam = if to.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
+    let (fam, addr) = match to {
+        SocketAddr::V4(a) => (
+            AddressFamily::Inet,
+            SockaddrStorage::from(SocketAddrV4::new(*a.ip(), 0)),
+        ),
+        SocketAddr::V6(a) => (
+            AddressFamily::Inet6,
+            SockaddrStorage::from(SocketAddrV6::new(*a.ip(), 0, 0, 0)),
+        ),
     };
-    // SAFETY: plain socket creation.
-    let fd = unsafe { libc::socket(fam, libc::SOCK_RAW, libc::IPPROTO_TCP) };
-    ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-    // SAFETY: the new fd is ours.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: zeroed sockaddrs are valid; the one passed matches its length.
-    let n = unsafe {
-        match to {
-            SocketAddr::V4(a) => {
-                let mut sa: libc::sockaddr_in = std::mem::zeroed();
-                sa.sin_family = libc::AF_INET as u16;
-                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    segment.as_ptr().cast(),
-                    segment.len(),
-                    0,
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of_val(&sa) as u32,
-                )
-            }
-            SocketAddr::V6(a) => {
-                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as u16;
-                sa.sin6_addr.s6_addr = a.ip().octets();
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    segment.as_ptr().cast(),
-                    segment.len(),
-                    0,
-                    (&sa as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of_val(&sa) as u32,
-                )
-            }
-        }
-    };
+    let fd = sock::socket(fam, SockType::Raw, SockFlag::empty(), SockProtocol::Tcp)
+        .context("raw socket")?;
+    let n =
+        sock::sendto(fd.as_raw_fd(), segment, &addr, MsgFlags::empty()).context("raw sendto")?;
     ensure!(
-        n == segment.len() as isize,
-        "raw sendto: {n} ({})",
-        std::io::Error::last_os_error()
+        n == segment.len(),
+        "raw sendto: {n} of {} bytes",
+        segment.len()
     );
     Ok(())
 }
@@ -779,13 +762,7 @@ fn udp_cork(v6: bool) -> Result<()> {
     let rx = UdpSocket::bind(loopback(v6))?;
     let tx = UdpSocket::bind(loopback(v6))?;
     tx.connect(rx.local_addr()?)?;
-    set_int(
-        tx.as_raw_fd(),
-        libc::IPPROTO_UDP,
-        libc::UDP_CORK,
-        1,
-        "UDP_CORK",
-    )?;
+    udp_cork_set(&tx, true)?;
     let parts = [pattern(5, 0, 100), pattern(6, 0, 2000), pattern(7, 0, 3000)];
     for p in &parts {
         tx.send(p)?;
@@ -809,13 +786,7 @@ fn udp_cork(v6: bool) -> Result<()> {
         dump.sock.dst,
         Some(addr_parts(rx.local_addr()?)),
     );
-    set_int(
-        tx.as_raw_fd(),
-        libc::IPPROTO_UDP,
-        libc::UDP_CORK,
-        0,
-        "UDP_CORK off",
-    )?;
+    udp_cork_set(&tx, false)?;
     let (got, _) = recv_from(&rx)?;
     df.bytes(
         "peer's datagram vs dumped corked bytes",
@@ -907,49 +878,17 @@ on_both_kernels!(
 // ---------------------------------------------------------------------------------------------
 // unix
 
-fn socketpair(ty: i32) -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is valid for two ints.
-    let rc =
-        unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
-    ensure!(rc == 0, "socketpair: {}", std::io::Error::last_os_error());
-    // SAFETY: both fds are new and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+fn socketpair(ty: SockType) -> Result<(OwnedFd, OwnedFd)> {
+    sock::socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC).context("socketpair")
 }
 
 /// sendmsg of `data` with `fds` passed as SCM_RIGHTS.
 fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd]) -> Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut _,
-        iov_len: data.len(),
-    };
-    let mut cbuf = vec![0u64; 64];
-    // SAFETY: a zeroed msghdr is valid; the pointers below outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let len = std::mem::size_of_val(fds) as u32;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is a pure computation.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(len) } as usize;
-        // SAFETY: the control buffer is large enough for one header with len bytes.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(len) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
-        }
-    }
-    // SAFETY: msg points to valid buffers.
-    let n = unsafe { libc::sendmsg(fd, &msg, 0) };
-    ensure!(
-        n == data.len() as isize,
-        "sendmsg of {} bytes: {n} ({})",
-        data.len(),
-        std::io::Error::last_os_error()
-    );
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let n = sock::sendmsg::<()>(fd, &[IoSlice::new(data)], cmsgs, MsgFlags::empty(), None)
+        .with_context(|| format!("sendmsg of {} bytes", data.len()))?;
+    ensure!(n == data.len(), "sendmsg of {} bytes: {n} sent", data.len());
     Ok(())
 }
 
@@ -957,43 +896,27 @@ fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd]) -> Result<()> {
 /// (closed at once).
 fn recv_with_fds(fd: RawFd, max: usize) -> Result<(Vec<u8>, usize)> {
     let mut buf = vec![0u8; max.max(1)];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: max,
-    };
-    let mut cbuf = vec![0u64; 128];
-    // SAFETY: a zeroed msghdr is valid; the pointers below outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.len() * 8;
-    // SAFETY: msg points to valid buffers.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    ensure!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
-    buf.truncate(n as usize);
+    let mut cbuf = vec![0u8; 1024];
+    let mut iov = [IoSliceMut::new(&mut buf[..max])];
+    let msg = sock::recvmsg::<()>(fd, &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC)
+        .context("recvmsg")?;
+    let n = msg.bytes;
     let mut nfds = 0;
-    // SAFETY: walking the control messages the kernel wrote into cbuf.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let k = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
-                let p = libc::CMSG_DATA(c).cast::<RawFd>();
-                for j in 0..k {
-                    libc::close(*p.add(j));
-                }
-                nfds += k;
+    for c in msg.cmsgs().context("recvmsg: control messages truncated")? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            nfds += fds.len();
+            for f in fds {
+                let _ = nix::unistd::close(f);
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
+    buf.truncate(n);
     Ok((buf, nfds))
 }
 
 /// Messages with boundaries (dgram, seqpacket): each dumped message has the length, bytes and
 /// passed-fd count of what the reader then receives.
-fn unix_messages(ty: i32, name: &str) -> Result<()> {
+fn unix_messages(ty: SockType, name: &str) -> Result<()> {
     let what = format!("unix {name}");
     let d = SockDumper::load()?;
     let (a, b) = socketpair(ty)?;
@@ -1012,8 +935,12 @@ fn unix_messages(ty: i32, name: &str) -> Result<()> {
     let items: Vec<_> = dump.queue(Queue::UnixRecv).collect();
     let mut df = Diffs::default();
     df.eq("queue_err", errno_str(-dump.sock.queue_err), errno_str(0));
-    df.eq("family", i32::from(dump.sock.family), libc::AF_UNIX);
-    df.eq("type", i32::from(dump.sock.sock_type), ty);
+    df.eq(
+        "family",
+        i32::from(dump.sock.family),
+        AddressFamily::Unix as i32,
+    );
+    df.eq("type", i32::from(dump.sock.sock_type), ty as i32);
     df.eq("messages", items.len(), msgs.len());
     for (k, (data, fds)) in msgs.iter().enumerate() {
         let (got, nfds) = recv_with_fds(b.as_raw_fd(), 65536)?;
@@ -1038,7 +965,7 @@ fn unix_messages(ty: i32, name: &str) -> Result<()> {
 fn unix_stream() -> Result<()> {
     let what = "unix stream";
     let d = SockDumper::load()?;
-    let (a, b) = socketpair(libc::SOCK_STREAM)?;
+    let (a, b) = socketpair(SockType::Stream)?;
     let extra = std::fs::File::open("/dev/null")?;
     let parts = [
         pattern(20, 0, 5000),
@@ -1069,7 +996,11 @@ fn unix_stream() -> Result<()> {
     let items: Vec<_> = dump.queue(Queue::UnixRecv).collect();
     let mut df = Diffs::default();
     df.eq("queue_err", errno_str(-dump.sock.queue_err), errno_str(0));
-    df.eq("type", i32::from(dump.sock.sock_type), libc::SOCK_STREAM);
+    df.eq(
+        "type",
+        i32::from(dump.sock.sock_type),
+        SockType::Stream as i32,
+    );
     df.eq("state (connected: TCP_ESTABLISHED)", dump.sock.state, 1);
     let got = dump.queue_bytes(Queue::UnixRecv);
     df.bytes("unread bytes vs written", &got, &unread);
@@ -1110,8 +1041,8 @@ on_both_kernels!(
     unix_stream_dgram_seqpacket_queues_match_patched,
     |_| {
         unix_stream()?;
-        unix_messages(libc::SOCK_DGRAM, "dgram")?;
-        unix_messages(libc::SOCK_SEQPACKET, "seqpacket")
+        unix_messages(SockType::Datagram, "dgram")?;
+        unix_messages(SockType::SeqPacket, "seqpacket")
     }
 );
 
@@ -1123,39 +1054,34 @@ fn error_queue(v6: bool) -> Result<()> {
     let d = SockDumper::load()?;
     let closed = UdpSocket::bind(loopback(v6))?.local_addr()?; // dropped: nobody listens
     let s = UdpSocket::bind(loopback(v6))?;
-    let (level, opt) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+    if v6 {
+        set(&s, sockopt::Ipv6RecvErr, &true, "IPV6_RECVERR")?;
     } else {
-        (libc::IPPROTO_IP, libc::IP_RECVERR)
-    };
-    set_int(s.as_raw_fd(), level, opt, 1, "IP_RECVERR")?;
+        set(&s, sockopt::Ipv4RecvErr, &true, "IP_RECVERR")?;
+    }
     let data = pattern(30, 0, 333);
     s.send_to(&data, closed)?;
-    let mut pfd = libc::pollfd {
-        fd: s.as_raw_fd(),
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, 5000) };
-    ensure!(pfd.revents & libc::POLLERR != 0, "{what}: no error queued");
+    let mut pfd = [PollFd::new(s.as_fd(), PollFlags::empty())];
+    let _ = poll(&mut pfd, PollTimeout::from(5000u16));
+    ensure!(
+        pfd[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR)),
+        "{what}: no error queued"
+    );
     let dump = d.dump_own_fd(s.as_raw_fd())?;
     let mut buf = vec![0u8; 2000];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 64];
-    // SAFETY: a zeroed msghdr is valid; the pointers outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = 512;
-    // SAFETY: msg points to valid buffers.
-    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_ERRQUEUE) };
-    ensure!(n >= 0, "MSG_ERRQUEUE: {}", std::io::Error::last_os_error());
-    buf.truncate(n as usize);
+    let mut cbuf = vec![0u8; 512];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let n = sock::recvmsg::<()>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut cbuf),
+        MsgFlags::MSG_ERRQUEUE,
+    )
+    .context("MSG_ERRQUEUE")?
+    .bytes;
+    buf.truncate(n);
     let mut df = Diffs::default();
     df.eq("queue_err", errno_str(-dump.sock.queue_err), errno_str(0));
     df.eq("error queue entries", dump.sock.nr_of(Queue::Error), 1);
@@ -1188,42 +1114,18 @@ on_both_kernels!(
 // sockets whose queues cannot be described faithfully
 
 /// Attach `fd` to a fresh sockmap (its psock then holds data outside the queues).
-fn sockmap_attach(fd: RawFd) -> Result<OwnedFd> {
-    let name = std::ffi::CString::new("crib_sockmap")?;
-    // SAFETY: plain map creation with default options.
-    let map = unsafe {
-        libbpf_sys::bpf_map_create(
-            libbpf_sys::BPF_MAP_TYPE_SOCKMAP,
-            name.as_ptr(),
-            4,
-            4,
-            1,
-            std::ptr::null(),
-        )
+fn sockmap_attach(fd: RawFd) -> Result<MapHandle> {
+    // Default options, as a null pointer would give.
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
     };
-    ensure!(
-        map >= 0,
-        "creating a sockmap: {}",
-        std::io::Error::from_raw_os_error(-map)
-    );
-    // SAFETY: the new map fd is ours.
-    let map = unsafe { OwnedFd::from_raw_fd(map) };
-    let key: u32 = 0;
-    let val: u32 = fd as u32;
-    // SAFETY: key and value are valid for their sizes.
-    let rc = unsafe {
-        libbpf_sys::bpf_map_update_elem(
-            map.as_raw_fd(),
-            (&key as *const u32).cast(),
-            (&val as *const u32).cast(),
-            0,
-        )
-    };
-    ensure!(
-        rc == 0,
-        "sockmap update: {}",
-        std::io::Error::from_raw_os_error(-rc)
-    );
+    let map = MapHandle::create(MapType::Sockmap, Some("crib_sockmap"), 4, 4, 1, &opts)
+        .context("creating a sockmap")?;
+    let key = 0u32.to_ne_bytes();
+    let val = (fd as u32).to_ne_bytes();
+    map.update(&key, &val, MapFlags::ANY)
+        .context("sockmap update")?;
     Ok(map)
 }
 
@@ -1232,27 +1134,16 @@ fn refused() -> Result<()> {
     let plain = tcp_pair(false, None)?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let tls = tcp_pair(false, None)?;
-    let ulp = c"tls";
-    // SAFETY: the option value is a valid C string.
-    let rc = unsafe {
-        libc::setsockopt(
-            tls.client.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_ULP,
-            ulp.as_ptr().cast(),
-            3,
-        )
-    };
-    ensure!(rc == 0, "TCP_ULP tls: {}", std::io::Error::last_os_error());
-    // SAFETY: plain socket creation.
-    let mptcp = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262) };
-    ensure!(
-        mptcp >= 0,
-        "MPTCP socket: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the new fd is ours.
-    let mptcp = unsafe { OwnedFd::from_raw_fd(mptcp) };
+    set(
+        &tls.client,
+        sockopt::TcpUlp::default(),
+        b"tls",
+        "TCP_ULP tls",
+    )?;
+    // nix has no IPPROTO_MPTCP; rustix has.
+    use rustix::net::{ipproto, AddressFamily as Af, SocketType};
+    let mptcp = rustix::net::socket(Af::INET, SocketType::STREAM, Some(ipproto::MPTCP))
+        .context("MPTCP socket")?;
     let mapped = tcp_pair(false, None)?;
     let _map = sockmap_attach(mapped.client.as_raw_fd())?;
 
@@ -1262,18 +1153,18 @@ fn refused() -> Result<()> {
     let mut df = Diffs::default();
     for (what, fd, errno) in [
         ("established TCP", plain.client.as_raw_fd(), 0),
-        ("listening TCP", listener.as_raw_fd(), libc::EINVAL),
+        ("listening TCP", listener.as_raw_fd(), Errno::EINVAL as i32),
         (
             "kTLS (TCP_ULP tls)",
             tls.client.as_raw_fd(),
-            libc::EOPNOTSUPP,
+            Errno::EOPNOTSUPP as i32,
         ),
         ("kTLS peer (plain TCP)", tls.server.as_raw_fd(), 0),
-        ("MPTCP", mptcp.as_raw_fd(), libc::EPROTONOSUPPORT),
+        ("MPTCP", mptcp.as_raw_fd(), Errno::EPROTONOSUPPORT as i32),
         (
             "sockmap member",
             mapped.client.as_raw_fd(),
-            libc::EOPNOTSUPP,
+            Errno::EOPNOTSUPP as i32,
         ),
     ] {
         match find(fd) {
@@ -1476,20 +1367,8 @@ fn race() -> Result<()> {
     for v6 in [false, true] {
         let p = tcp_pair(v6, Some(128 << 10))?;
         for s in [&p.client, &p.server] {
-            set_int(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                128 << 10,
-                "SO_SNDBUF",
-            )?;
-            set_int(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                128 << 10,
-                "SO_RCVBUF",
-            )?;
+            set(s, sockopt::SndBuf, &(128 << 10), "SO_SNDBUF")?;
+            set(s, sockopt::RcvBuf, &(128 << 10), "SO_RCVBUF")?;
         }
         pairs.push((Arc::new(p.client), Arc::new(p.server)));
     }
@@ -1512,9 +1391,9 @@ fn race() -> Result<()> {
     urx.set_read_timeout(Some(Duration::from_millis(100)))?;
     let utx = UdpSocket::bind("127.0.0.1:0")?;
     let uto = urx.local_addr()?;
-    let (ua, ub) = socketpair(libc::SOCK_DGRAM)?;
-    set_nonblocking(ua.as_raw_fd())?;
-    set_nonblocking(ub.as_raw_fd())?;
+    let (ua, ub) = socketpair(SockType::Datagram)?;
+    set_nonblocking(&ua)?;
+    set_nonblocking(&ub)?;
     {
         let stop = stop.clone();
         let ua = ua.try_clone()?;
@@ -1537,14 +1416,13 @@ fn race() -> Result<()> {
             let mut buf = vec![0u8; 70_000];
             while !stop.load(Ordering::Relaxed) {
                 let _ = urx.recv_from(&mut buf);
-                // SAFETY: buf is valid for its length.
-                unsafe { libc::recv(ub.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let _ = sock::recv(ub.as_raw_fd(), &mut buf, MsgFlags::empty());
             }
         }));
     }
 
     // A unix stream, written and read in odd chunks.
-    let (sa, sb) = socketpair(libc::SOCK_STREAM)?;
+    let (sa, sb) = socketpair(SockType::Stream)?;
     let unix_stream_rx = sb.as_raw_fd();
     {
         let (s1, s2, b) = (stop.clone(), stop.clone(), bad.clone());
@@ -1593,7 +1471,7 @@ fn race() -> Result<()> {
         for s in &socks {
             let r = &s.sock;
             df.eq(&format!("dump {n} fd {}: queue_err", r.fd), r.queue_err, 0);
-            if i32::from(r.protocol) == libc::IPPROTO_TCP {
+            if i32::from(r.protocol) == SockProtocol::Tcp as i32 {
                 tcp_seen += 1;
                 rtx_seen += r.bytes_of(Queue::TcpRtx);
                 ofo_seen += u64::from(r.nr_of(Queue::TcpOfo));
@@ -1640,7 +1518,7 @@ fn race() -> Result<()> {
             } else if r.fd == unix_stream_rx as u32 {
                 ustream_seen += check_unix_stream(&mut df, &format!("dump {n} fd {}", r.fd), s);
             } else {
-                let (q, tag, m) = if i32::from(r.family) == libc::AF_UNIX {
+                let (q, tag, m) = if i32::from(r.family) == AddressFamily::Unix as i32 {
                     (Queue::UnixRecv, 61, 3000)
                 } else {
                     (Queue::UdpRecv, 60, 1000)
