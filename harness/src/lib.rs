@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cases;
 pub mod cli;
 pub mod criu_dump;
+pub mod criu_parity;
 pub mod dump;
 pub mod errno;
 pub mod fd_bench;
