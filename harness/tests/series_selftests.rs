@@ -22,15 +22,14 @@
 //! not have: it is listed as `patched::<object>::not_run`, ignored, naming that file; run
 //! anyway, it fails (a skip is never a pass).
 
-use std::collections::HashMap;
 use std::ffi::{CString, OsString};
-use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
-use crib_harness::cases::{self, Case, ObjectCases, Verdict};
+use crib_harness::cases::batch::{self, Batch};
+use crib_harness::cases::{self, Case, ObjectCases};
 use crib_harness::kernel::{Flavor, Kernel};
 use crib_harness::settings;
 use crib_harness::vm::{self, Vm};
@@ -201,34 +200,10 @@ fn test_name(case: &Case) -> String {
     format!("patched::{}", case.name())
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('\t', "\\t")
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some(o) => out.push(o),
-            None => {}
-        }
-    }
-    out
-}
-
 /// In the guest: load the module, run every case, one result line each.
 fn run_batch() -> ExitCode {
     let fail = |msg: String| {
-        println!("BATCH-ERROR\t{}", escape(&msg));
+        print!("{}", batch::error_line(&msg));
         ExitCode::FAILURE
     };
     let kernel = match Kernel::locate(Flavor::Patched) {
@@ -251,41 +226,17 @@ fn run_batch() -> ExitCode {
         let Entry::Case(case) = e else { continue };
         let name = test_name(&case);
         let r = cases::run_case(&case);
-        let word = match r.verdict {
-            Verdict::Pass => "PASS",
-            Verdict::Fail(_) => "FAIL",
-            Verdict::Skip(_) => "SKIP",
-        };
-        let text = r.render(&name);
-        println!("{text}");
-        println!("{RESULT_TAG}\t{name}\t{word}\t{}", escape(&text));
+        println!("{}", r.render(&name));
+        println!("{}", batch::result_line(RESULT_TAG, &name, &r));
         n += 1;
     }
     println!("batch: {n} case(s) run with {TESTMOD} loaded");
     ExitCode::SUCCESS
 }
 
-/// Results of the batch by test name: (verdict, report).
-type Results = Result<HashMap<String, (String, String)>, String>;
-
-fn parse_results(text: &str) -> Results {
-    let mut map = HashMap::new();
-    for line in text.lines() {
-        let mut f = line.splitn(4, '\t');
-        match (f.next(), f.next(), f.next(), f.next()) {
-            (Some(RESULT_TAG), Some(name), Some(verdict), Some(report)) => {
-                map.insert(name.to_string(), (verdict.to_string(), unescape(report)));
-            }
-            (Some("BATCH-ERROR"), Some(msg), _, _) => return Err(unescape(msg)),
-            _ => {}
-        }
-    }
-    Ok(map)
-}
-
 /// Boot the patched guest that runs the batch; its result lines (or a `BATCH-ERROR` line).
 fn boot_batch(n_cases: usize) -> String {
-    let fail = |msg: String| format!("BATCH-ERROR\t{}\n", escape(&msg));
+    let fail = |msg: String| batch::error_line(&msg);
     let kernel = match Kernel::locate(Flavor::Patched) {
         Ok(k) => k,
         Err(e) => return fail(e.to_string()),
@@ -315,10 +266,10 @@ fn boot_batch(n_cases: usize) -> String {
     let mut text: String = run
         .output
         .lines()
-        .filter(|l| l.starts_with(RESULT_TAG) || l.starts_with("BATCH-ERROR"))
+        .filter(|l| l.starts_with(RESULT_TAG) || l.starts_with(batch::BATCH_ERROR))
         .map(|l| format!("{l}\n"))
         .collect();
-    if run.exit_code != 0 && !text.contains("BATCH-ERROR") {
+    if run.exit_code != 0 && !text.contains(batch::BATCH_ERROR) {
         let lines: Vec<&str> = run.output.lines().collect();
         text = fail(format!(
             "the batch in the patched guest exited {}:\n{}",
@@ -329,52 +280,16 @@ fn boot_batch(n_cases: usize) -> String {
     text
 }
 
-/// The batch's results: once per process, and once per nextest run (a locked file named
-/// after `NEXTEST_RUN_ID`, as tests/verifier.rs does).
-fn batch(n_cases: usize) -> Results {
-    static CACHE: OnceLock<Results> = OnceLock::new();
+/// The batch's results: once per process, and once per nextest run
+/// (`batch::once_per_run`).
+fn results(n_cases: usize) -> Batch {
+    static CACHE: OnceLock<Batch> = OnceLock::new();
     CACHE
         .get_or_init(|| {
-            let text = match std::env::var("NEXTEST_RUN_ID") {
-                Ok(id) if !id.is_empty() => shared_batch(&id, n_cases)?,
-                _ => boot_batch(n_cases),
-            };
-            parse_results(&text)
+            batch::once_per_run("series-selftests", || boot_batch(n_cases))
+                .and_then(|t| batch::parse_results(RESULT_TAG, &t))
         })
         .clone()
-}
-
-fn shared_batch(run_id: &str, n_cases: usize) -> Result<String, String> {
-    let safe: String = run_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
-    let base = std::env::temp_dir().join(format!("crib-series-selftests-{safe}"));
-    let lock_path = base.with_extension("lock");
-    let res_path = base.with_extension("results");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("flock {}: {e}", lock_path.display()))?;
-    if let Ok(t) = std::fs::read_to_string(&res_path) {
-        return Ok(t);
-    }
-    let text = boot_batch(n_cases);
-    let tmp = res_path.with_extension("tmp");
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, &res_path));
-    if let Err(e) = written {
-        eprintln!(
-            "warning: cannot save the results to {}: {e}",
-            res_path.display()
-        );
-    }
-    Ok(text)
 }
 
 fn main() -> ExitCode {
@@ -399,22 +314,8 @@ fn main() -> ExitCode {
                     if let Some(why) = skip {
                         return Err(format!("not run: {why}").into());
                     }
-                    let results = batch(n_cases).map_err(Failed::from)?;
-                    let Some((verdict, report)) = results.get(&name) else {
-                        return Err(format!(
-                            "the patched guest reported no result for this case ({} results)",
-                            results.len()
-                        )
-                        .into());
-                    };
-                    println!("{report}");
-                    match verdict.as_str() {
-                        "PASS" => Ok(()),
-                        "SKIP" => {
-                            Err("not run in the guest (see above): a skip is not a pass".into())
-                        }
-                        _ => Err("case failed in the guest (details above)".into()),
-                    }
+                    batch::outcome(&results(n_cases), &name, "the patched guest")
+                        .map_err(Failed::from)
                 })
                 .with_ignored_flag(ignored)
             }

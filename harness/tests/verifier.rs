@@ -19,11 +19,11 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
+use crib_harness::cases::batch::{self, Batch};
 use crib_harness::cases::{self, Case, Verdict};
 use crib_harness::kernel::{Flavor, Kernel};
 use crib_harness::settings;
@@ -129,59 +129,6 @@ fn entries() -> Vec<Entry> {
     out
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('\t', "\\t")
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some(o) => out.push(o),
-            None => {}
-        }
-    }
-    out
-}
-
-/// One case's result as reported by the guest.
-#[derive(Clone, Debug)]
-struct CaseResult {
-    verdict: String,
-    report: String,
-}
-
-/// All results of one flavor's batch, or why the batch failed as a whole.
-type Batch = Result<Arc<HashMap<String, CaseResult>>, String>;
-
-fn parse_results(text: &str) -> Batch {
-    let mut map = HashMap::new();
-    for line in text.lines() {
-        let mut f = line.splitn(4, '\t');
-        match (f.next(), f.next(), f.next(), f.next()) {
-            (Some(RESULT_TAG), Some(name), Some(verdict), Some(report)) => {
-                let r = CaseResult {
-                    verdict: verdict.to_string(),
-                    report: unescape(report),
-                };
-                map.insert(name.to_string(), r);
-            }
-            (Some("BATCH-ERROR"), Some(msg), _, _) => return Err(unescape(msg)),
-            _ => {}
-        }
-    }
-    Ok(Arc::new(map))
-}
-
 fn tail_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -190,7 +137,7 @@ fn tail_lines(s: &str, n: usize) -> String {
 /// Boot one guest of `flavor` that runs every case of the flavor; returns the raw result
 /// lines (or a `BATCH-ERROR` line).
 fn boot_batch(flavor: Flavor) -> String {
-    let fail = |msg: String| format!("BATCH-ERROR\t{}\n", escape(&msg));
+    let fail = |msg: String| batch::error_line(&msg);
     let kernel = match Kernel::locate(flavor) {
         Ok(k) => k,
         Err(e) => return fail(e.to_string()),
@@ -243,8 +190,8 @@ fn boot_batch(flavor: Flavor) -> String {
     text
 }
 
-/// Results of `flavor`'s batch: computed once per process, and once per nextest run (shared
-/// through a locked file named after `NEXTEST_RUN_ID`).
+/// Results of `flavor`'s batch: computed once per process, and once per nextest run
+/// (`batch::once_per_run`).
 fn batch(flavor: Flavor) -> Batch {
     static CACHE: OnceLock<Mutex<HashMap<Flavor, Batch>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
@@ -252,61 +199,16 @@ fn batch(flavor: Flavor) -> Batch {
     if let Some(b) = guard.get(&flavor) {
         return b.clone();
     }
-    let text = match std::env::var("NEXTEST_RUN_ID") {
-        Ok(run_id) if !run_id.is_empty() => shared_batch(flavor, &run_id),
-        _ => Ok(boot_batch(flavor)),
-    };
-    let b = match text {
-        Ok(t) => parse_results(&t),
-        Err(e) => Err(e),
-    };
+    let b = batch::once_per_run(&format!("verifier-{flavor}"), || boot_batch(flavor))
+        .and_then(|t| batch::parse_results(RESULT_TAG, &t));
     guard.insert(flavor, b.clone());
     b
 }
 
-fn shared_batch(flavor: Flavor, run_id: &str) -> Result<String, String> {
-    let safe: String = run_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
-    let base = std::env::temp_dir().join(format!("crib-verifier-{safe}-{flavor}"));
-    let lock_path = base.with_extension("lock");
-    let res_path = base.with_extension("results");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    // Released when `_lock` is dropped, at the end of this function.
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("flock {}: {e}", lock_path.display()))?;
-    if let Ok(t) = std::fs::read_to_string(&res_path) {
-        return Ok(t);
-    }
-    let text = boot_batch(flavor);
-    let tmp = res_path.with_extension("tmp");
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, &res_path));
-    if let Err(e) = written {
-        eprintln!(
-            "warning: cannot save batch results to {}: {e}",
-            res_path.display()
-        );
-    }
-    Ok(text)
-}
-
-fn report_of(case: &Case, name: &str) -> (cases::CaseReport, &'static str) {
+fn report_of(case: &Case, name: &str) -> cases::CaseReport {
     let r = cases::run_case(case);
-    let word = match r.verdict {
-        Verdict::Pass => "PASS",
-        Verdict::Fail(_) => "FAIL",
-        Verdict::Skip(_) => "SKIP",
-    };
     println!("{}", r.render(name));
-    (r, word)
+    r
 }
 
 /// In the guest: run every case of `flavor`, one result line each.
@@ -331,8 +233,8 @@ fn run_batch(flavor: &str) -> ExitCode {
         if f.as_str() != flavor {
             continue;
         }
-        let (r, word) = report_of(&case, &name);
-        println!("{RESULT_TAG}\t{name}\t{word}\t{}", escape(&r.render(&name)));
+        let r = report_of(&case, &name);
+        println!("{}", batch::result_line(RESULT_TAG, &name, &r));
         n += 1;
     }
     println!("batch: {n} case(s) run");
@@ -348,7 +250,7 @@ fn case_trial(flavor: Flavor, name: String, case: Case) -> Trial {
             return Err(format!("not run: {why}").into());
         }
         if vm::in_guest() {
-            let (r, _) = report_of(&case, &test_name);
+            let r = report_of(&case, &test_name);
             return match r.verdict {
                 Verdict::Pass => Ok(()),
                 Verdict::Fail(_) => Err("case failed (details above)".into()),
@@ -364,21 +266,8 @@ fn case_trial(flavor: Flavor, name: String, case: Case) -> Trial {
             );
             return Ok(());
         }
-        let results = batch(flavor).map_err(Failed::from)?;
-        let Some(r) = results.get(&test_name) else {
-            return Err(format!(
-                "the {flavor} guest did not report a result for this case (it lists {} \
-                 result(s))",
-                results.len()
-            )
-            .into());
-        };
-        println!("{}", r.report);
-        match r.verdict.as_str() {
-            "PASS" => Ok(()),
-            "SKIP" => Err("not run in the guest (see above): a skip is not a pass".into()),
-            _ => Err("case failed in the guest (details above)".into()),
-        }
+        batch::outcome(&batch(flavor), &test_name, &format!("the {flavor} guest"))
+            .map_err(Failed::from)
     })
     .with_ignored_flag(ignored)
 }

@@ -10,12 +10,14 @@
 //! - [`matching`]: `__msg` / `__not_msg` against the verifier log, `{{regex}}` parts;
 //! - [`caps`]: capability sets and the unprivileged-BPF sysctl for `@unpriv` cases;
 //! - [`run`]: loading a case, checking verdict, errno and messages, the `__retval` run;
-//! - [`report`]: verdicts, the rendered result block, errno names.
+//! - [`report`]: verdicts, the rendered result block, errno names;
+//! - [`batch`]: a batch guest's result lines and each test's outcome from them.
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
+pub mod batch;
 pub mod caps;
 pub mod discovery;
 pub mod matching;

@@ -15,6 +15,17 @@ pub enum Verdict {
     Skip(String),
 }
 
+impl Verdict {
+    /// `PASS`, `FAIL` or `SKIP`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail(_) => "FAIL",
+            Verdict::Skip(_) => "SKIP",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct CaseReport {
     pub verdict: Verdict,
@@ -26,10 +37,10 @@ pub struct CaseReport {
 impl CaseReport {
     /// Human-readable result block.
     pub fn render(&self, name: &str) -> String {
-        let (word, detail) = match &self.verdict {
-            Verdict::Pass => ("PASS", None),
-            Verdict::Fail(d) => ("FAIL", Some(d.as_str())),
-            Verdict::Skip(d) => ("SKIP", Some(d.as_str())),
+        let word = self.verdict.word();
+        let detail = match &self.verdict {
+            Verdict::Pass => None,
+            Verdict::Fail(d) | Verdict::Skip(d) => Some(d.as_str()),
         };
         let mut s = format!("{word} {name} ({:.2}s)", self.elapsed.as_secs_f64());
         for n in &self.notes {
