@@ -37,21 +37,6 @@ char _license[] SEC("license") = "GPL";
 #define ENOSPC	28
 #define EOPNOTSUPP	95
 
-/* uapi/linux/magic.h: file systems whose files procfs shows as "anon_inode:" */
-#define ANON_INODE_FS_MAGIC	0x09041934
-#define PID_FS_MAGIC		0x50494446
-#define SOCKFS_MAGIC		0x534F434B
-
-/* uapi/linux/stat.h */
-#define S_IFMT		00170000
-#define S_IFSOCK	0140000
-#define S_IFLNK		0120000
-#define S_IFREG		0100000
-#define S_IFBLK		0060000
-#define S_IFDIR		0040000
-#define S_IFCHR		0020000
-#define S_IFIFO		0010000
-
 /*
  * 16 MiB: a file record takes 88 bytes plus the ring buffer's 8-byte header,
  * so about 170,000 fds fit in one run (fewer with paths: a path record is
@@ -79,54 +64,15 @@ extern void bpf_task_release(struct task_struct *p) __ksym;
 extern void bpf_rcu_read_lock(void) __ksym;
 extern void bpf_rcu_read_unlock(void) __ksym;
 
-/*
- * FD_CLOEXEC lives in the task's fdtable bitmap, not in the file. The
- * fdtable is replaced (and the old one freed after an RCU grace period) when
- * the table grows, so read it under RCU. The bit is read after the iterator
- * picked the file: a concurrent close()+open() of the same fd can make it
- * belong to the newer file, as with /proc/<pid>/fdinfo.
- */
+/* FD_CLOEXEC under RCU (crib_fd_cloexec()): this program is not in one. */
 static __always_inline __u32 fd_cloexec(struct task_struct *task, __u32 fd)
 {
-	struct files_struct *files;
-	struct fdtable *fdt;
-	unsigned long *bits;
-	unsigned long word = 0;
-	__u32 max_fds;
+	__u32 cloexec;
 
 	bpf_rcu_read_lock();
-	files = BPF_CORE_READ(task, files);
-	fdt = BPF_CORE_READ(files, fdt);
-	max_fds = BPF_CORE_READ(fdt, max_fds);
-	if (fd < max_fds) {
-		bits = BPF_CORE_READ(fdt, close_on_exec);
-		bpf_probe_read_kernel(&word, sizeof(word), bits + fd / 64);
-	}
+	cloexec = crib_fd_cloexec(task, fd);
 	bpf_rcu_read_unlock();
-	return (word >> (fd % 64)) & 1;
-}
-
-static __always_inline __u32 file_kind(__u32 i_mode, unsigned long magic)
-{
-	if (magic == ANON_INODE_FS_MAGIC || magic == PID_FS_MAGIC)
-		return CRIB_FILE_ANON;
-	switch (i_mode & S_IFMT) {
-	case S_IFREG:
-		return CRIB_FILE_REG;
-	case S_IFDIR:
-		return CRIB_FILE_DIR;
-	case S_IFIFO:
-		return CRIB_FILE_FIFO;
-	case S_IFSOCK:
-		return CRIB_FILE_SOCK;
-	case S_IFCHR:
-		return CRIB_FILE_CHR;
-	case S_IFBLK:
-		return CRIB_FILE_BLK;
-	case S_IFLNK:
-		return CRIB_FILE_LNK;
-	}
-	return CRIB_FILE_OTHER;
+	return cloexec;
 }
 
 /*
@@ -140,50 +86,12 @@ __noinline int fill_file(struct crib_rec_file *rec, __u64 task_addr,
 {
 	struct task_struct *task = (struct task_struct *)task_addr;
 	struct file *file = (struct file *)file_addr;
-	struct inode *inode;
-	struct super_block *sb;
-	struct vfsmount *vfsmnt;
-	struct mount *mnt;
-	unsigned long magic;
 
 	/* A global function's pointer arguments may be NULL as far as it knows. */
 	if (!rec)
 		return -1;
-	inode = BPF_CORE_READ(file, f_inode);
-	sb = BPF_CORE_READ(inode, i_sb);
-	magic = BPF_CORE_READ(sb, s_magic);
-
-	rec->fd = fd;
-	rec->f_flags = BPF_CORE_READ(file, f_flags);
-	rec->f_mode = BPF_CORE_READ(file, f_mode);
-	rec->f_pos = BPF_CORE_READ(file, f_pos);
-	rec->i_mode = BPF_CORE_READ(inode, i_mode);
-	rec->ino = BPF_CORE_READ(inode, i_ino);
-	rec->dev = BPF_CORE_READ(sb, s_dev);
-	rec->rdev = BPF_CORE_READ(inode, i_rdev);
-	rec->kind = file_kind(rec->i_mode, magic);
-	/* fdinfo's mnt_id: real_mount(f_path.mnt)->mnt_id */
-	vfsmnt = BPF_CORE_READ(file, f_path.mnt);
-	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
-	rec->mnt_id = BPF_CORE_READ(mnt, mnt_id);
+	crib_fill_file(rec, file, fd);
 	rec->cloexec = fd_cloexec(task, fd);
-
-	if (magic == SOCKFS_MAGIC) {
-		/* sock_alloc_file(): private_data is the struct socket */
-		struct socket *sock = BPF_CORE_READ(file, private_data);
-		struct sock *sk = BPF_CORE_READ(sock, sk);
-
-		rec->sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		rec->sk_type = BPF_CORE_READ(sk, sk_type);
-		rec->sk_protocol = BPF_CORE_READ(sk, sk_protocol);
-	} else if (magic == PID_FS_MAGIC) {
-		/* pidfs dentries are nameless; procfs shows them as [pidfd] */
-		__builtin_memcpy(rec->anon_name, "[pidfd]", sizeof("[pidfd]"));
-	} else if (magic == ANON_INODE_FS_MAGIC) {
-		const unsigned char *name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
-
-		bpf_probe_read_kernel_str(rec->anon_name, sizeof(rec->anon_name), name);
-	}
 	return 0;
 }
 

@@ -15,9 +15,9 @@
  * seq_file buffer and is shown again by the next read(), so it cannot number
  * them. The harness numbers them in stream order (fd_bench/iter.rs).
  *
- * The field reads repeat fill_file() of dump_files.bpf.c on purpose: the
- * benchmark compares the two ways of getting the same fields, not two
- * different sets of reads.
+ * The field reads are those of dump_files.bpf.c (crib_fill_file() and
+ * crib_fd_cloexec() of crib_dump.h) on purpose: the benchmark compares the two
+ * ways of getting the same fields, not two different sets of reads.
  *
  * Also here: crib_count_syscalls, a raw_syscalls:sys_enter tracepoint
  * program that counts the system calls of a process tree (the benchmark
@@ -30,23 +30,9 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "crib_records.h"
+#include "crib_dump.h"
 
 char _license[] SEC("license") = "GPL";
-
-/* uapi/linux/magic.h */
-#define ANON_INODE_FS_MAGIC	0x09041934
-#define PID_FS_MAGIC		0x50494446
-#define SOCKFS_MAGIC		0x534F434B
-
-/* uapi/linux/stat.h */
-#define S_IFMT		00170000
-#define S_IFSOCK	0140000
-#define S_IFLNK		0120000
-#define S_IFREG		0100000
-#define S_IFBLK		0060000
-#define S_IFDIR		0040000
-#define S_IFCHR		0020000
-#define S_IFIFO		0010000
 
 /* Where a path record is built before bpf_seq_write() copies it out. */
 struct {
@@ -55,91 +41,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct crib_rec_path);
 } iter_path_buf SEC(".maps");
-
-static __always_inline __u32 fd_cloexec(struct task_struct *task, __u32 fd)
-{
-	struct files_struct *files;
-	struct fdtable *fdt;
-	unsigned long *bits;
-	unsigned long word = 0;
-	__u32 max_fds;
-
-	files = BPF_CORE_READ(task, files);
-	fdt = BPF_CORE_READ(files, fdt);
-	max_fds = BPF_CORE_READ(fdt, max_fds);
-	if (fd < max_fds) {
-		bits = BPF_CORE_READ(fdt, close_on_exec);
-		bpf_probe_read_kernel(&word, sizeof(word), bits + fd / 64);
-	}
-	return (word >> (fd % 64)) & 1;
-}
-
-static __always_inline __u32 file_kind(__u32 i_mode, unsigned long magic)
-{
-	if (magic == ANON_INODE_FS_MAGIC || magic == PID_FS_MAGIC)
-		return CRIB_FILE_ANON;
-	switch (i_mode & S_IFMT) {
-	case S_IFREG:
-		return CRIB_FILE_REG;
-	case S_IFDIR:
-		return CRIB_FILE_DIR;
-	case S_IFIFO:
-		return CRIB_FILE_FIFO;
-	case S_IFSOCK:
-		return CRIB_FILE_SOCK;
-	case S_IFCHR:
-		return CRIB_FILE_CHR;
-	case S_IFBLK:
-		return CRIB_FILE_BLK;
-	case S_IFLNK:
-		return CRIB_FILE_LNK;
-	}
-	return CRIB_FILE_OTHER;
-}
-
-static __always_inline void fill_file(struct crib_rec_file *rec,
-				      struct task_struct *task,
-				      struct file *file, __u32 fd)
-{
-	struct inode *inode;
-	struct super_block *sb;
-	struct vfsmount *vfsmnt;
-	struct mount *mnt;
-	unsigned long magic;
-
-	inode = BPF_CORE_READ(file, f_inode);
-	sb = BPF_CORE_READ(inode, i_sb);
-	magic = BPF_CORE_READ(sb, s_magic);
-
-	rec->fd = fd;
-	rec->f_flags = BPF_CORE_READ(file, f_flags);
-	rec->f_mode = BPF_CORE_READ(file, f_mode);
-	rec->f_pos = BPF_CORE_READ(file, f_pos);
-	rec->i_mode = BPF_CORE_READ(inode, i_mode);
-	rec->ino = BPF_CORE_READ(inode, i_ino);
-	rec->dev = BPF_CORE_READ(sb, s_dev);
-	rec->rdev = BPF_CORE_READ(inode, i_rdev);
-	rec->kind = file_kind(rec->i_mode, magic);
-	vfsmnt = BPF_CORE_READ(file, f_path.mnt);
-	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
-	rec->mnt_id = BPF_CORE_READ(mnt, mnt_id);
-	rec->cloexec = fd_cloexec(task, fd);
-
-	if (magic == SOCKFS_MAGIC) {
-		struct socket *sock = BPF_CORE_READ(file, private_data);
-		struct sock *sk = BPF_CORE_READ(sock, sk);
-
-		rec->sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		rec->sk_type = BPF_CORE_READ(sk, sk_type);
-		rec->sk_protocol = BPF_CORE_READ(sk, sk_protocol);
-	} else if (magic == PID_FS_MAGIC) {
-		__builtin_memcpy(rec->anon_name, "[pidfd]", sizeof("[pidfd]"));
-	} else if (magic == ANON_INODE_FS_MAGIC) {
-		const unsigned char *name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
-
-		bpf_probe_read_kernel_str(rec->anon_name, sizeof(rec->anon_name), name);
-	}
-}
 
 SEC("iter/task_file")
 int crib_iter_task_file(struct bpf_iter__task_file *ctx)
@@ -164,7 +65,9 @@ int crib_iter_task_file(struct bpf_iter__task_file *ctx)
 
 	rec.hdr.type = CRIB_REC_FILE;
 	rec.hdr.size = sizeof(rec);
-	fill_file(&rec, task, file, ctx->fd);
+	crib_fill_file(&rec, file, ctx->fd);
+	/* iterator programs run in an RCU read-side section */
+	rec.cloexec = crib_fd_cloexec(task, ctx->fd);
 
 	p = bpf_map_lookup_elem(&iter_path_buf, &zero);
 	if (!p)
