@@ -78,6 +78,7 @@ pub const SCRIPT_VARS: &[Var] = &[
     var("CRIB_OFFLINE", "`0`", "`1`: `scripts/fetch-kernel` skips `apt-get update` and uses the package lists it has"),
     var("CRIB_DEBIAN_MIRROR", "the host's Debian mirror", "where `scripts/fetch-kernel` gets the Debian kernel source"),
     var("CRIB_DEBIAN_SUITE", "`experimental`, then `sid`", "the Debian suite(s) `scripts/fetch-kernel` looks in for the newest `linux-source-7.N`"),
+    var("CRIB_CRIU_SUITE", "`sid`", "the Debian suite `scripts/setup-criu` fetches CRIU 4.2.1's source package from"),
     var("CRIB_SERIES_BASE", "the recorded base", "the commit-ish `scripts/series` applies the kernel patches on (default: branch `crib-base` or the base `scripts/build` recorded, else `HEAD`)"),
     var("CRIB_SERIES_BRANCH", "`crib-dev`", "the branch `scripts/series` makes in its tree"),
     var("CRIB_SERIES_DEV", "`$CRIB_CACHE/src/dev-series`", "the kernel tree `scripts/series` works in"),
