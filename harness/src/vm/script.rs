@@ -112,27 +112,33 @@ pub fn tmp_keep_dirs() -> Vec<String> {
 /// Guest setup shared by command runs and the interactive shell.
 pub(super) fn setup_steps(kernel: &Kernel) -> String {
     let mut s = String::new();
-    s.push_str("crib_step mount -t bpf bpf /sys/fs/bpf\n");
-    s.push_str("crib_step ip link set lo up\n");
+    // Setup runs busybox (static) rather than util-linux, iproute2 and kmod: under TCG each
+    // dynamically linked exec costs 0.2-0.8 s of loading and relocating shared libraries over
+    // 9p, busybox 0.03-0.05 s (harness/README.md, "Guest boot time").
+    let _ = writeln!(s, "crib_step {BB} mount -t bpf bpf /sys/fs/bpf");
+    let _ = writeln!(s, "crib_step {BB} ip link set lo up");
     // Guest writes to /tmp must never land in the host's /tmp (the root is the host's /). A
     // checkout, target dir or cache that lives under the host's /tmp is carried through the
     // tmpfs with a bind mount, or the guest could not see the binaries it is asked to run.
     let keep = tmp_keep_dirs();
     for (i, d) in keep.iter().enumerate() {
         let q = shell_quote(d);
-        let _ = writeln!(s, "crib_step mkdir -p /run/crib-keep/{i}");
-        let _ = writeln!(s, "crib_step mount --bind {q} /run/crib-keep/{i}");
+        let _ = writeln!(s, "crib_step {BB} mkdir -p /run/crib-keep/{i}");
+        let _ = writeln!(s, "crib_step {BB} mount --bind {q} /run/crib-keep/{i}");
     }
-    s.push_str("crib_step mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp\n");
+    let _ = writeln!(
+        s,
+        "crib_step {BB} mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp"
+    );
     for (i, d) in keep.iter().enumerate() {
         let q = shell_quote(d);
-        let _ = writeln!(s, "crib_step mkdir -p {q}");
-        let _ = writeln!(s, "crib_step mount --bind /run/crib-keep/{i} {q}");
+        let _ = writeln!(s, "crib_step {BB} mkdir -p {q}");
+        let _ = writeln!(s, "crib_step {BB} mount --bind /run/crib-keep/{i} {q}");
     }
     if let Some(module) = &kernel.module {
         let _ = writeln!(
             s,
-            "crib_step insmod {}",
+            "crib_step {BB} insmod {}",
             shell_quote(&module.to_string_lossy())
         );
     }
@@ -142,14 +148,18 @@ pub(super) fn setup_steps(kernel: &Kernel) -> String {
     // Kernel messages below KERN_EMERG stay in dmesg (collected at the end) instead of
     // interleaving with the command's output on the console; panics and oopses still reach
     // the console (they call console_verbose()).
-    s.push_str("dmesg -n 1 2>/dev/null || true\n");
+    let _ = writeln!(s, "{BB} dmesg -n 1 2>/dev/null || true");
     s
 }
+
+/// The guest's static busybox (`busybox-static`, scripts/install-deps.sh) for setup and
+/// teardown steps.
+pub(super) const BB: &str = "/bin/busybox";
 
 const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 
 const KMEMLEAK_CLEAR: &str = "\
-if [ -e /sys/kernel/debug/kmemleak ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; then
+if [ -e /sys/kernel/debug/kmemleak ] || /bin/busybox mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; then
   [ -w /sys/kernel/debug/kmemleak ] && echo clear > /sys/kernel/debug/kmemleak
 fi
 ";
@@ -166,11 +176,11 @@ pub(super) fn teardown_steps(kernel: &Kernel) -> String {
     let mut s = String::new();
     // Lines written to /dev/kmsg are rate limited (10 per 5 s) unless this is on.
     s.push_str("echo on > /proc/sys/kernel/printk_devkmsg 2>/dev/null\n");
-    s.push_str("umount /sys/fs/bpf 2>/dev/null\n");
+    let _ = writeln!(s, "{BB} umount /sys/fs/bpf 2>/dev/null");
     if kernel.module.is_some() {
         s.push_str(
             "i=0; while [ -e /sys/module/crib_kfuncs ] && [ $i -lt 40 ]; do \
-             rmmod crib_kfuncs 2>/dev/null || sleep 0.25; i=$((i + 1)); done\n\
+             /bin/busybox rmmod crib_kfuncs 2>/dev/null || /bin/busybox sleep 0.25; i=$((i + 1)); done\n\
              if [ -e /sys/module/crib_kfuncs ]; then \
              echo \"crib-teardown: crib_kfuncs still in use (refcnt \
              $(cat /sys/module/crib_kfuncs/refcnt 2>/dev/null)) 10 s after the command ended: \
