@@ -21,7 +21,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, lseek, pipe2, read, write, ForkResult, Pid, Whence};
+use nix::unistd::{
+    dup2_stderr, dup2_stdin, dup2_stdout, fork, lseek, pipe2, read, write, ForkResult, Pid, Whence,
+};
 
 /// Files the regular fds are spread over.
 const FILES: usize = 64;
@@ -220,11 +222,25 @@ fn total(mix: Mix) -> u32 {
     mix.regular + mix.pipe_ends + mix.unix_sockets + mix.eventfds
 }
 
-/// Raise RLIMIT_NOFILE, move the two harness pipes just above the table (3..3+total) and
+/// Put stdio on /dev/null, raise RLIMIT_NOFILE, move the two harness pipes just above the table (3..3+total) and
 /// close everything else but stdio, so the table has no holes. On failure, the report pipe (if
 /// still open) to say why.
 type Pipes = (OwnedFd, OwnedFd);
 fn setup(mix: Mix, report: OwnedFd, control: OwnedFd) -> Result<Pipes, (Option<OwnedFd>, String)> {
+    // Stdio on /dev/null: inherited, the child's fds 0-2 would be the benchmark's own output,
+    // whose position moves while it prints (a file it is redirected to), so every method would
+    // see another pos in every round.
+    let null = match open("/dev/null", OFlag::O_RDWR, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => return Err((Some(report), fail("open /dev/null")(e))),
+    };
+    let stdio = dup2_stdin(&null)
+        .and_then(|()| dup2_stdout(&null))
+        .and_then(|()| dup2_stderr(&null));
+    if let Err(e) = stdio {
+        return Err((Some(report), fail("dup2 of /dev/null onto stdio")(e)));
+    }
+    drop(null);
     let total = total(mix);
     let limit = (u64::from(total) + 64).max(1024);
     if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, limit, limit) {
