@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 use super::error::target_error;
-use super::stream::{bad_record, fixed_record, record_header, StreamCheck};
+use super::stream::{bad_record, fixed_record, record_header, RecordSink, StreamCheck};
 use super::{DumpError, EndRecord};
 use crate::records::{
     crib_rec_end, crib_rec_file, crib_rec_hdr, crib_rec_path, CRIB_FILE_ANON, CRIB_FILE_BLK,
@@ -179,13 +179,16 @@ fn decode_body(index: usize, hdr: &crib_rec_hdr, bytes: &[u8]) -> Result<Record,
     let f: crib_rec_file = fixed_record(index, ty, bytes)?;
     let kind = FileKind::from_raw(f.kind)
         .ok_or_else(|| bad(format!("fd {}: unknown file kind {}", f.fd, f.kind)))?;
-    let name_bytes: Vec<u8> = f.anon_name.iter().map(|&c| c as u8).collect();
-    let name_len = name_bytes
+    // Most files have no anon_inode name: allocate only for those that do.
+    let name_len = f
+        .anon_name
         .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(name_bytes.len());
-    let anon_name =
-        (name_len > 0).then(|| String::from_utf8_lossy(&name_bytes[..name_len]).into_owned());
+        .position(|&c| c == 0)
+        .unwrap_or(f.anon_name.len());
+    let anon_name = (name_len > 0).then(|| {
+        let name: Vec<u8> = f.anon_name[..name_len].iter().map(|&c| c as u8).collect();
+        String::from_utf8_lossy(&name).into_owned()
+    });
     let sock = (kind == FileKind::Socket && f.sk_family != 0).then_some(SockInfo {
         family: f.sk_family,
         sock_type: f.sk_type,
@@ -253,18 +256,26 @@ pub struct RawDump {
     pub end: Option<EndRecord>,
 }
 
-/// Decode every record of one run, checking sequence numbers and that the end record, if
-/// any, comes last.
-pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawDump, DumpError> {
-    let mut files: Vec<FileRecord> = Vec::with_capacity(records.len());
-    let mut nr_paths = 0;
-    let mut check = StreamCheck::default();
-    for bytes in records {
-        let (index, hdr) = check.next(bytes)?;
+/// Decodes the records of one run as they arrive, in the ring buffer's memory (the
+/// [`RecordSink`] of `Dumper`'s runs): checks sequence numbers and that the end record, if any,
+/// comes last, and attaches each path record to the file record before it. The first problem
+/// stops the decoding and is kept.
+#[derive(Debug, Default)]
+pub struct FileDecoder {
+    check: StreamCheck,
+    files: Vec<FileRecord>,
+    nr_paths: usize,
+    error: Option<DumpError>,
+}
+
+impl FileDecoder {
+    fn push(&mut self, bytes: &[u8]) -> Result<(), DumpError> {
+        let (index, hdr) = self.check.next(bytes)?;
         match decode_body(index, &hdr, bytes)? {
-            Record::File(f) => files.push(f),
+            Record::File(f) => self.files.push(f),
             Record::Path(p) => {
-                let file = files
+                let file = self
+                    .files
                     .last_mut()
                     .filter(|f| f.fd == p.fd && f.path.is_none() && f.path_errno == 0);
                 let Some(file) = file else {
@@ -278,16 +289,44 @@ pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawDump, DumpError> {
                 };
                 file.path = p.path;
                 file.path_errno = p.errno;
-                nr_paths += 1;
+                self.nr_paths += 1;
             }
             Record::End(_) => {}
         }
+        Ok(())
     }
-    Ok(RawDump {
-        files,
-        nr_paths,
-        end: check.end(),
-    })
+
+    /// What the run's records decoded to, or the first problem found in them.
+    pub fn into_raw(self) -> Result<RawDump, DumpError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        Ok(RawDump {
+            files: self.files,
+            nr_paths: self.nr_paths,
+            end: self.check.end(),
+        })
+    }
+}
+
+impl RecordSink for FileDecoder {
+    fn record(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self.push(bytes) {
+                self.error = Some(e);
+            }
+        }
+    }
+}
+
+/// Decode every record of one run, copied out of the ring buffer ([`FileDecoder`] decodes
+/// them in place).
+pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawDump, DumpError> {
+    let mut d = FileDecoder::default();
+    for r in records {
+        d.record(r);
+    }
+    d.into_raw()
 }
 
 /// Judge one run: the program's return value and its records. Only a complete dump is Ok.

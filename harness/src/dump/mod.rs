@@ -24,8 +24,8 @@ use std::path::Path;
 
 pub use error::{proc_state, stopped_message, target_message, DumpError};
 pub use files::{
-    decode_record, decode_stream, finish, kdev_from_user, kdev_split, FileKind, FileRecord,
-    PathRecord, RawDump, Record, SockInfo,
+    decode_record, decode_stream, finish, kdev_from_user, kdev_split, FileDecoder, FileKind,
+    FileRecord, PathRecord, RawDump, Record, SockInfo,
 };
 pub use program::RingbufProgram;
 pub(crate) use stream::read_pod;
@@ -82,8 +82,10 @@ impl Dumper {
     }
 
     fn dump_flags(&self, pid: i32, flags: u32) -> Result<Vec<FileRecord>, DumpError> {
-        let (retval, records) = self.prog.run(&mut crib_dump_ctx { pid, flags })?;
-        let raw = decode_stream(&records)?;
+        let (retval, decoder) = self
+            .prog
+            .run_into(&mut crib_dump_ctx { pid, flags }, FileDecoder::default())?;
+        let raw = decoder.into_raw()?;
         if flags & CRIB_DUMP_F_PATHS == 0 && raw.nr_paths > 0 {
             return Err(DumpError::Incomplete {
                 pid,
