@@ -10,6 +10,7 @@ pub mod dump;
 pub mod errno;
 pub mod fd_bench;
 pub mod file_read;
+pub mod globals;
 pub mod hello;
 pub mod kernel;
 pub mod kernel_dir;
