@@ -56,3 +56,34 @@ digest_files() {
 	(cd "$CRIB_ROOT" && find "$@" -type f ! -name '*~' 2>/dev/null | LC_ALL=C sort |
 		while read -r f; do printf '%s\n' "$f"; cat "$f"; done) | sha256sum | cut -c1-16
 }
+
+# kernel_configure SRC OBJ MAKE...: OBJ/.config for the kernel tree SRC as configs/matrix.toml
+# describes the variant: `MAKE <base>`, the fragments merged in order, `MAKE olddefconfig`;
+# then fail (status 1, one line per option) if an option one of our fragments asks for did not
+# take effect (a missing dependency, a symbol a new base renamed). The kernel's own
+# kernel/configs/ fragments are not checked. The caller sets config_base and fragments (from
+# scripts/matrix). Shared by scripts/build and `scripts/series bisect`.
+# shellcheck disable=SC2154,SC2094 # config_base, fragments: the caller's; reads fragments, not .config
+kernel_configure() {
+	local src=$1 obj=$2 f line opt want have bad=0
+	shift 2
+	mkdir -p "$obj"
+	"$@" -C "$src" O="$obj" -s "$config_base" || return 1
+	(cd "$src" && KCONFIG_CONFIG="$obj/.config" scripts/kconfig/merge_config.sh -m -O "$obj" \
+		"$obj/.config" "${fragments[@]}") || return 1
+	"$@" -C "$src" O="$obj" -s olddefconfig || return 1
+	for f in "${fragments[@]}"; do
+		[[ $f == kernel/configs/* ]] && continue
+		while read -r line; do
+			[[ $line =~ ^(CONFIG_[A-Z0-9_]+)=(.*)$ ]] || continue
+			opt=${BASH_REMATCH[1]} want=${BASH_REMATCH[2]}
+			have=$(grep -E "^$opt=" "$obj/.config" | cut -d= -f2- || true)
+			if [[ $want == n ]]; then [[ -z $have ]] && continue; fi
+			if [[ $have != "$want" ]]; then
+				echo "config: $opt wanted $want, got '${have:-unset}' (from $(basename "$f"))"
+				bad=1
+			fi
+		done <"$f"
+	done
+	return "$bad"
+}
