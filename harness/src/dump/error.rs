@@ -10,6 +10,18 @@ use crate::loader::LoaderError;
 pub enum DumpError {
     #[error("BPF object {path} not found: {hint}")]
     NoObject { path: PathBuf, hint: String },
+    /// The object exists but this user cannot reach it: typically a target directory under a
+    /// mode-700 home, seen by a dump run as another user.
+    #[error(
+        "BPF object {path} cannot be read by uid {uid}: {source} (every directory on its path \
+         must be searchable by that user: build into a target directory it can reach, e.g. not \
+         under a mode-700 home)"
+    )]
+    ObjectUnreadable {
+        path: PathBuf,
+        uid: u32,
+        source: std::io::Error,
+    },
     #[error("loading {prog} from {path}: {source}")]
     Load {
         prog: String,

@@ -26,13 +26,23 @@ impl RingbufProgram {
     /// Load `prog` (and the maps of `obj`, `map` among them); a rejection carries the tail of
     /// the verifier log.
     pub fn load(obj: &Path, prog: &'static str, map: &'static str) -> Result<Self, DumpError> {
-        if !obj.exists() {
-            return Err(DumpError::NoObject {
-                path: obj.to_path_buf(),
-                hint: "run scripts/build, then rebuild the harness so build.rs compiles \
-                       selftests/progs"
-                    .into(),
-            });
+        match std::fs::metadata(obj) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DumpError::NoObject {
+                    path: obj.to_path_buf(),
+                    hint: "run scripts/build, then rebuild the harness so build.rs compiles \
+                           selftests/progs"
+                        .into(),
+                });
+            }
+            Err(source) => {
+                return Err(DumpError::ObjectUnreadable {
+                    path: obj.to_path_buf(),
+                    uid: nix::unistd::geteuid().as_raw(),
+                    source,
+                })
+            }
         }
         let opts = LoadOpts {
             log_level: 0,
