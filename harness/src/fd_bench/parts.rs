@@ -14,7 +14,7 @@ use super::crib::{rows, Crib};
 use super::iter::{number, split, IterLink};
 use super::report::{median, ms};
 use super::MethodError;
-use crate::dump::{self, DumpError, FileDecoder};
+use crate::dump::{self, DumpError};
 use crate::records::{crib_dump_ctx, CRIB_DUMP_F_PATHS};
 
 /// Runs per method.
@@ -49,17 +49,14 @@ pub fn measure(crib: &Crib, link: &IterLink, pid: i32) -> Result<Parts, MethodEr
             pid,
             flags: CRIB_DUMP_F_PATHS,
         };
-        let program = crib.dumper().program();
+        // What `crib dump` does: Dumper's own in-place path, not a copy of it.
         let t0 = Instant::now();
-        let (retval, decoder) = program
-            .run_into(&mut ctx, FileDecoder::default())
-            .map_err(wrap)?;
-        let files = dump::finish(pid, retval, decoder.into_raw().map_err(wrap)?).map_err(wrap)?;
+        let files = crib.dumper().dump_with_paths(pid).map_err(wrap)?;
         v[7].push(ms(t0.elapsed()));
         drop(files);
 
         let t0 = Instant::now();
-        let (retval, records) = program.run(&mut ctx).map_err(wrap)?;
+        let (retval, records) = crib.dumper().program().run(&mut ctx).map_err(wrap)?;
         let t1 = Instant::now();
         let files = dump::finish(pid, retval, dump::decode_stream(&records).map_err(wrap)?)
             .map_err(wrap)?;
