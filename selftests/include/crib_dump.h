@@ -57,21 +57,22 @@ static __always_inline int crib_emit_end(void *rb, int error, __u32 seq,
  * section. The bit is read after the file was picked: a concurrent
  * close()+open() of the same fd can make it belong to the newer file, as
  * with /proc/<pid>/fdinfo.
+ *
+ * @task may be trusted or not (bpf_core_cast()): the loads below are plain
+ * CO-RE loads, which the verifier turns into faulting-safe BPF_PROBE_MEM
+ * loads where the pointer is untrusted. close_on_exec is a pointer to a
+ * scalar type, which the verifier does not track: bpf_rdonly_cast() to void
+ * makes it read-only untrusted memory, loaded the same way at any offset.
  */
 static __always_inline __u32 crib_fd_cloexec(struct task_struct *task, __u32 fd)
 {
-	struct files_struct *files;
-	struct fdtable *fdt;
+	struct fdtable *fdt = task->files->fdt;
 	unsigned long *bits;
 	unsigned long word = 0;
-	__u32 max_fds;
 
-	files = BPF_CORE_READ(task, files);
-	fdt = BPF_CORE_READ(files, fdt);
-	max_fds = BPF_CORE_READ(fdt, max_fds);
-	if (fd < max_fds) {
-		bits = BPF_CORE_READ(fdt, close_on_exec);
-		bpf_probe_read_kernel(&word, sizeof(word), bits + fd / 64);
+	if (fd < fdt->max_fds) {
+		bits = bpf_rdonly_cast(fdt->close_on_exec, 0);
+		word = bits[fd / 64];
 	}
 	return (word >> (fd % 64)) & 1;
 }
@@ -101,52 +102,53 @@ static __always_inline __u32 crib_file_kind(__u32 i_mode, unsigned long magic)
 
 /*
  * Fill @rec (all but its header and cloexec, crib_fd_cloexec()) from @file,
- * open as @fd, with CO-RE probe reads: the file's flags, mode and position,
- * its inode, device, kind and mount, and for a socket its family, type and
- * protocol, for an anonymous inode its name.
+ * open as @fd: the file's flags, mode and position, its inode, device, kind
+ * and mount, and for a socket its family, type and protocol, for an
+ * anonymous inode its name.
+ *
+ * @file may be trusted (iter/task_file's ctx->file, the patched kernel's
+ * iterator element) or untrusted (bpf_core_cast() of an address): every
+ * field is a plain CO-RE load, which for an untrusted pointer the verifier
+ * emits as a BPF_PROBE_MEM load (one instruction, a fault fixed up to 0)
+ * instead of a bpf_probe_read_kernel() call per field. The caller holds a
+ * reference on @file for as long as this runs.
  */
 static __always_inline void crib_fill_file(struct crib_rec_file *rec,
 					   struct file *file, __u32 fd)
 {
-	struct inode *inode;
-	struct super_block *sb;
-	struct vfsmount *vfsmnt;
+	struct inode *inode = file->f_inode;
+	struct super_block *sb = inode->i_sb;
+	unsigned long magic = sb->s_magic;
 	struct mount *mnt;
-	unsigned long magic;
-
-	inode = BPF_CORE_READ(file, f_inode);
-	sb = BPF_CORE_READ(inode, i_sb);
-	magic = BPF_CORE_READ(sb, s_magic);
 
 	rec->fd = fd;
-	rec->f_flags = BPF_CORE_READ(file, f_flags);
-	rec->f_mode = BPF_CORE_READ(file, f_mode);
-	rec->f_pos = BPF_CORE_READ(file, f_pos);
-	rec->i_mode = BPF_CORE_READ(inode, i_mode);
-	rec->ino = BPF_CORE_READ(inode, i_ino);
-	rec->dev = BPF_CORE_READ(sb, s_dev);
-	rec->rdev = BPF_CORE_READ(inode, i_rdev);
+	rec->f_flags = file->f_flags;
+	rec->f_mode = file->f_mode;
+	rec->f_pos = file->f_pos;
+	rec->i_mode = inode->i_mode;
+	rec->ino = inode->i_ino;
+	rec->dev = sb->s_dev;
+	rec->rdev = inode->i_rdev;
 	rec->kind = crib_file_kind(rec->i_mode, magic);
 	/* fdinfo's mnt_id: real_mount(f_path.mnt)->mnt_id */
-	vfsmnt = BPF_CORE_READ(file, f_path.mnt);
-	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
-	rec->mnt_id = BPF_CORE_READ(mnt, mnt_id);
+	mnt = bpf_core_cast((void *)file->f_path.mnt -
+			    bpf_core_field_offset(struct mount, mnt), struct mount);
+	rec->mnt_id = mnt->mnt_id;
 
 	if (magic == SOCKFS_MAGIC) {
 		/* sock_alloc_file(): private_data is the struct socket */
-		struct socket *sock = BPF_CORE_READ(file, private_data);
-		struct sock *sk = BPF_CORE_READ(sock, sk);
+		struct socket *sock = bpf_core_cast(file->private_data, struct socket);
+		struct sock *sk = sock->sk;
 
-		rec->sk_family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		rec->sk_type = BPF_CORE_READ(sk, sk_type);
-		rec->sk_protocol = BPF_CORE_READ(sk, sk_protocol);
+		rec->sk_family = sk->__sk_common.skc_family;
+		rec->sk_type = sk->sk_type;
+		rec->sk_protocol = sk->sk_protocol;
 	} else if (magic == PID_FS_MAGIC) {
 		/* pidfs dentries are nameless; procfs shows them as [pidfd] */
 		__builtin_memcpy(rec->anon_name, "[pidfd]", sizeof("[pidfd]"));
 	} else if (magic == ANON_INODE_FS_MAGIC) {
-		const unsigned char *name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
-
-		bpf_probe_read_kernel_str(rec->anon_name, sizeof(rec->anon_name), name);
+		bpf_probe_read_kernel_str(rec->anon_name, sizeof(rec->anon_name),
+					  file->f_path.dentry->d_name.name);
 	}
 }
 

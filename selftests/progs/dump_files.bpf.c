@@ -20,8 +20,9 @@
  * a kernel without that kfunc fails the dump with -EOPNOTSUPP at once).
  *
  * The file pointer of an iterator element is untrusted on a stock kernel:
- * everything below is read through it with CO-RE probe reads, which is all a
- * dump needs. The iterator holds the file's reference while we read it.
+ * everything below is read through it with CO-RE loads that the verifier
+ * makes faulting-safe (crib_fill_file()), which is all a dump needs. The
+ * iterator holds the file's reference while we read it.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -79,13 +80,13 @@ static __always_inline __u32 fd_cloexec(struct task_struct *task, __u32 fd)
  * A global function: the verifier checks it once, on its own, instead of once
  * per path through every loop iteration (inlined, the loop body's branches
  * kept the iterator loop from converging: E2BIG). The task and file come in as
- * plain addresses; everything is read from them with probe reads anyway.
+ * plain addresses and are cast back to untrusted BTF pointers, read only.
  */
 __noinline int fill_file(struct crib_rec_file *rec, __u64 task_addr,
 			 __u64 file_addr, __u32 fd)
 {
-	struct task_struct *task = (struct task_struct *)task_addr;
-	struct file *file = (struct file *)file_addr;
+	struct task_struct *task = bpf_core_cast((void *)task_addr, struct task_struct);
+	struct file *file = bpf_core_cast((void *)file_addr, struct file);
 
 	/* A global function's pointer arguments may be NULL as far as it knows. */
 	if (!rec)
