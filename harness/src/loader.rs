@@ -100,6 +100,9 @@ pub struct LoadOpts {
     /// mode does the same), so that an unprivileged load fails in the verifier, not in map
     /// creation.
     pub unpriv_maps_only: bool,
+    /// Maps whose `max_entries` is set before the object is loaded, by name (e.g. a smaller
+    /// ring buffer, for a test that makes it overflow).
+    pub max_entries: Vec<(String, u32)>,
 }
 
 impl Default for LoadOpts {
@@ -111,6 +114,7 @@ impl Default for LoadOpts {
             clear_flags: 0,
             also_load: Vec::new(),
             unpriv_maps_only: false,
+            max_entries: Vec::new(),
         }
     }
 }
@@ -291,6 +295,18 @@ pub fn open_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<PendingLoad, 
         // SAFETY: valid program pointer, see above.
         let flags = unsafe { libbpf_sys::bpf_program__flags(raw) };
         p.set_flags((flags | opts.prog_flags) & !opts.clear_flags);
+    }
+    for (name, entries) in &opts.max_entries {
+        let setup = |source| LoaderError::Setup {
+            path: obj.to_path_buf(),
+            prog: prog.to_string(),
+            source,
+        };
+        let mut map = open
+            .maps_mut()
+            .find(|m| m.name() == name.as_str())
+            .ok_or_else(|| setup(libbpf_rs::Error::from_raw_os_error(libc::ENOENT)))?;
+        map.set_max_entries(*entries).map_err(setup)?;
     }
     if opts.unpriv_maps_only {
         for mut m in open.maps_mut() {

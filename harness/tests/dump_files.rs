@@ -14,8 +14,9 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use crib_harness::dump::{self, DumpError, Dumper, FileKind, FileRecord};
+use crib_harness::dump::{self, DumpError, Dumper, FileDecoder, FileKind, FileRecord};
 use crib_harness::kernel::Flavor;
+use crib_harness::records::{crib_dump_ctx, CRIB_DUMP_F_PATHS};
 use crib_harness::target::{self, Target, TargetSpec, Tmpfs};
 use crib_harness::test_support;
 use crib_harness::truth::{self, FdTruth};
@@ -307,6 +308,97 @@ const RACE_DUMPS: usize = 1_000;
 
 /// Bound on the 1,000 dumps: 240 s, or `CRIB_RACE_TIME_LIMIT` seconds (a KASAN+lockdep kernel
 /// under TCG is several times slower than the release one).
+/// fds of the overflow test's target: with paths, about 230 KB of records against a 128 KiB
+/// ring buffer.
+const OVERFLOW_FDS: u32 = 2000;
+
+/// A dump that does not fit in its ring buffer: the program walks on to the end of the table,
+/// counts the records it could not write and fails with ENOSPC. What did arrive is numbered
+/// without gaps (the decoder checks), holds every fd's file record with its path record (the
+/// program copies whole batches of fds into the ring buffer), and with the dropped records
+/// accounts for the whole table. A caller asking for the whole dump gets an error, never the
+/// part.
+fn ring_overflow(_flavor: Flavor) -> Result<()> {
+    step("mount tmpfs, spawn target");
+    let fs = Tmpfs::mount()?;
+    let t = Target::spawn(&TargetSpec {
+        dir: fs.path().into(),
+        dense: OVERFLOW_FDS,
+        ..Default::default()
+    })?;
+    let pid = t.pid();
+    let table = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    step("load the dump program with a 128 KiB ring buffer");
+    let dumper = Dumper::load_with_ring(128 << 10)?;
+    step("dump with paths");
+    let mut ctx = crib_dump_ctx {
+        pid,
+        flags: CRIB_DUMP_F_PATHS,
+    };
+    let (retval, decoder) = dumper
+        .program()
+        .run_into(&mut ctx, FileDecoder::default())?;
+    let raw = decoder.into_raw().context("the records that arrived")?;
+    let end = raw.end.context("no end record")?;
+    ensure!(
+        retval == -libc::ENOSPC && end.error == -libc::ENOSPC,
+        "program returned {retval}, end record error {}; expected -ENOSPC ({})",
+        end.error,
+        -libc::ENOSPC
+    );
+    let arrived = raw.files.len() + raw.nr_paths;
+    ensure!(
+        end.nr_dropped > 0 && !raw.files.is_empty(),
+        "{arrived} records arrived and {} were dropped: the test's table did not overflow \
+         the ring buffer (or nothing fit)",
+        end.nr_dropped
+    );
+    ensure!(
+        end.nr_records as usize == arrived,
+        "end record counts {} records, {arrived} arrived",
+        end.nr_records
+    );
+    ensure!(
+        raw.nr_paths == raw.files.len(),
+        "{} file records but {} path records arrived: an fd was cut in two",
+        raw.files.len(),
+        raw.nr_paths
+    );
+    ensure!(
+        arrived + end.nr_dropped as usize == 2 * table,
+        "{arrived} records arrived + {} dropped, expected 2 per fd of /proc/{pid}/fd ({table})",
+        end.nr_dropped
+    );
+    let proc: BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .map(|e| -> Result<u32> { Ok(e?.file_name().to_string_lossy().parse()?) })
+        .collect::<Result<_>>()?;
+    if let Some(f) = raw.files.iter().find(|f| !proc.contains(&f.fd)) {
+        bail!("fd {} arrived but is not in /proc/{pid}/fd", f.fd);
+    }
+    println!(
+        "{table} fds: {} arrived with their paths, {} records dropped",
+        raw.files.len(),
+        end.nr_dropped
+    );
+    step("the whole dump is refused");
+    match dumper.dump_with_paths(pid) {
+        Err(e @ DumpError::Incomplete { .. }) => println!("refused: {e}"),
+        Err(e) => bail!("expected an incomplete dump, got: {e}"),
+        Ok(files) => bail!("a dump of {} fds passed for complete", files.len()),
+    }
+    t.stop()?;
+    drop(dumper);
+    fs.umount()?;
+    Ok(())
+}
+
+#[rstest]
+#[case::stock(Flavor::Stock)]
+#[case::patched(Flavor::Patched)]
+fn dump_overflowing_its_ring_buffer_fails_with_enospc_and_whole_fds(#[case] flavor: Flavor) {
+    run(flavor, &current_test_name(), ring_overflow);
+}
+
 fn race_time_limit() -> Result<Duration> {
     Ok(crib_harness::settings::checked()?.race_time_limit)
 }

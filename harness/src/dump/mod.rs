@@ -63,6 +63,15 @@ impl Dumper {
         })
     }
 
+    /// Load the dump program with a ring buffer of `ring_bytes` (a power of 2, a multiple of
+    /// the page size) instead of its 16 MiB: for tests of a dump that does not fit.
+    pub fn load_with_ring(ring_bytes: u32) -> Result<Self, DumpError> {
+        let obj = Path::new(crate::BPF_DIR).join(OBJ_FILE);
+        Ok(Self {
+            prog: RingbufProgram::load_sized(&obj, PROG_NAME, MAP_NAME, Some(ring_bytes))?,
+        })
+    }
+
     /// Run the program once for `pid` (in this process's pid namespace).
     pub fn dump(&self, pid: i32) -> Result<Vec<FileRecord>, DumpError> {
         self.dump_flags(pid, 0)

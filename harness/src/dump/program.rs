@@ -26,6 +26,17 @@ impl RingbufProgram {
     /// Load `prog` (and the maps of `obj`, `map` among them); a rejection carries the tail of
     /// the verifier log.
     pub fn load(obj: &Path, prog: &'static str, map: &'static str) -> Result<Self, DumpError> {
+        Self::load_sized(obj, prog, map, None)
+    }
+
+    /// [`RingbufProgram::load`] with a ring buffer of `ring_bytes` (a power of 2, a multiple
+    /// of the page size) instead of the size the object declares.
+    pub fn load_sized(
+        obj: &Path,
+        prog: &'static str,
+        map: &'static str,
+        ring_bytes: Option<u32>,
+    ) -> Result<Self, DumpError> {
         match std::fs::metadata(obj) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -46,6 +57,10 @@ impl RingbufProgram {
         }
         let opts = LoadOpts {
             log_level: 0,
+            max_entries: ring_bytes
+                .map(|n| (map.to_string(), n))
+                .into_iter()
+                .collect(),
             ..LoadOpts::default()
         };
         let loaded = loader::load_one(obj, prog, &opts).map_err(|source| DumpError::Load {
