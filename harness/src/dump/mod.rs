@@ -27,7 +27,7 @@ pub use files::{
     decode_record, decode_stream, finish, kdev_from_user, kdev_split, FileDecoder, FileKind,
     FileRecord, PathRecord, RawDump, Record, SockInfo,
 };
-pub use program::RingbufProgram;
+pub use program::{RingbufProgram, RunTimes};
 pub(crate) use stream::read_pod;
 pub use stream::{EndRecord, RecordCount, RecordSink, StreamCheck};
 

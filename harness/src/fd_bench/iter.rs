@@ -2,8 +2,8 @@
 //! `selftests/progs/iter_task_file.bpf.c`, linked to one pid (`bpf_iter_link_info.task.pid`),
 //! read through an iterator fd (`bpf_iter_create`) per dump. It writes the records of
 //! `dump_files.bpf.c` (file + path per fd, then the end record) with `bpf_seq_write()`, so the
-//! same decoder and completeness checks as CRIB's apply ([`crate::dump::decode_stream`],
-//! [`crate::dump::finish`]).
+//! same decoder and completeness checks as CRIB's apply, in place in the bytes read as CRIB's
+//! run in place in its ring buffer ([`crate::dump::FileDecoder`], [`crate::dump::finish`]).
 //!
 //! The object also holds the system call counter (`super::syscalls`). Loading it and creating
 //! the link are timed apart from the dumps.
@@ -17,7 +17,7 @@ use libbpf_rs::{AsRawLibbpf, Iter, Link, Object};
 
 use super::row::FdRow;
 use super::MethodError;
-use crate::dump::{self, DumpError};
+use crate::dump::{self, DumpError, FileDecoder, FileRecord, RecordSink};
 use crate::loader::{self, LoadOpts};
 
 /// Object file, relative to [`crate::BPF_DIR`].
@@ -132,14 +132,10 @@ pub struct IterLink {
 }
 
 impl IterLink {
-    /// One dump: a new iterator fd, read to the end, decoded.
+    /// One dump: a new iterator fd, read to the end, decoded in place.
     pub fn dump(&self) -> Result<Vec<FdRow>, MethodError> {
-        let bytes = self.read_all()?;
-        let mut records = split(&bytes)?;
-        number(&mut records);
-        let wrap = |e: DumpError| MethodError::Iter(Box::new(e));
-        let raw = dump::decode_stream(&records).map_err(wrap)?;
-        let files = dump::finish(self.pid, 0, raw).map_err(wrap)?;
+        let mut bytes = self.read_all()?;
+        let files = decode(self.pid, &mut bytes)?;
         super::crib::rows("iter/task_file", &files)
     }
 
@@ -156,55 +152,67 @@ impl IterLink {
     }
 }
 
-/// Number the records in stream order and make the end record count the records before it.
+/// Decode the iterator's byte stream where it lies, as CRIB's records are decoded in the ring
+/// buffer: cut it into records by their headers' sizes, number each ([`number`]) and hand it to
+/// the same decoder and completeness checks as CRIB's.
+pub fn decode(pid: i32, bytes: &mut [u8]) -> Result<Vec<FileRecord>, MethodError> {
+    let wrap = |e: DumpError| MethodError::Iter(Box::new(e));
+    let mut decoder = FileDecoder::default();
+    let mut at = 0usize;
+    let mut index = 0u32;
+    while at < bytes.len() {
+        let size = record_size(bytes, at)?;
+        let rec = &mut bytes[at..at + size];
+        number(rec, index);
+        decoder.record(rec);
+        at += size;
+        index += 1;
+    }
+    dump::finish(pid, 0, decoder.into_raw().map_err(wrap)?).map_err(wrap)
+}
+
+/// Give record `rec`, the `index`th of the stream, its sequence number and, if it is the end
+/// record, the count of records before it.
 ///
 /// The program cannot number them: `ctx->meta->seq_num` also advances for an element that did
 /// not fit in the seq_file buffer and is shown again by the next read() (seen: record 2,010 of a
 /// 1,000-fd table numbered 2,008), so it writes 0s. Nothing is lost in between by construction
 /// (seq_file keeps an element whole or shows it again), and the benchmark compares the fds
 /// listed with the other methods'.
-pub fn number(records: &mut [Vec<u8>]) {
-    for (i, r) in records.iter_mut().enumerate() {
-        let seq = (i as u32).to_ne_bytes();
-        if let Some(field) = r.get_mut(4..8) {
+pub fn number(rec: &mut [u8], index: u32) {
+    let seq = index.to_ne_bytes();
+    if let Some(field) = rec.get_mut(4..8) {
+        field.copy_from_slice(&seq);
+    }
+    let ty = u32::from(u16::from_ne_bytes([rec[0], rec[1]]));
+    if ty == crate::records::CRIB_REC_END {
+        // struct crib_rec_end: hdr (8 bytes), error, nr_records
+        if let Some(field) = rec.get_mut(12..16) {
             field.copy_from_slice(&seq);
-        }
-        let ty = u32::from(u16::from_ne_bytes([r[0], r[1]]));
-        if ty == crate::records::CRIB_REC_END {
-            // struct crib_rec_end: hdr (8 bytes), error, nr_records
-            if let Some(field) = r.get_mut(12..16) {
-                field.copy_from_slice(&seq);
-            }
         }
     }
 }
 
-/// Cut the iterator's byte stream into records by their headers' sizes.
-pub fn split(bytes: &[u8]) -> Result<Vec<Vec<u8>>, MethodError> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < bytes.len() {
-        let bad = |why: String| MethodError::Stream { offset: at, why };
-        let hdr = bytes.get(at..at + 4).ok_or_else(|| {
-            bad(format!(
-                "{} bytes left, less than a header",
-                bytes.len() - at
-            ))
-        })?;
-        let size = usize::from(u16::from_ne_bytes([hdr[2], hdr[3]]));
-        if size < 8 {
-            return Err(bad(format!("record size {size}")));
-        }
-        let rec = bytes.get(at..at + size).ok_or_else(|| {
-            bad(format!(
-                "record of {size} bytes, only {} left",
-                bytes.len() - at
-            ))
-        })?;
-        out.push(rec.to_vec());
-        at += size;
+/// The size of the record at `at` of the stream, from its header, checked to fit.
+fn record_size(bytes: &[u8], at: usize) -> Result<usize, MethodError> {
+    let bad = |why: String| MethodError::Stream { offset: at, why };
+    let hdr = bytes.get(at..at + 4).ok_or_else(|| {
+        bad(format!(
+            "{} bytes left, less than a header",
+            bytes.len() - at
+        ))
+    })?;
+    let size = usize::from(u16::from_ne_bytes([hdr[2], hdr[3]]));
+    if size < 8 {
+        return Err(bad(format!("record size {size}")));
     }
-    Ok(out)
+    if bytes.len() - at < size {
+        return Err(bad(format!(
+            "record of {size} bytes, only {} left",
+            bytes.len() - at
+        )));
+    }
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -212,17 +220,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_stream_splits_by_header_size_and_rejects_a_cut_record() {
+    fn records_are_cut_by_header_size_and_a_cut_record_is_rejected() {
         let mut s = Vec::new();
         for (ty, size) in [(2u16, 12u16), (3, 8)] {
             s.extend_from_slice(&ty.to_ne_bytes());
             s.extend_from_slice(&size.to_ne_bytes());
             s.extend(std::iter::repeat_n(0u8, usize::from(size) - 4));
         }
-        let recs = split(&s).unwrap();
-        assert_eq!(recs.iter().map(Vec::len).collect::<Vec<_>>(), [12, 8]);
+        assert_eq!(record_size(&s, 0).unwrap(), 12);
+        assert_eq!(record_size(&s, 12).unwrap(), 8);
         s.truncate(s.len() - 1);
-        let err = split(&s).unwrap_err().to_string();
+        let err = record_size(&s, 12).unwrap_err().to_string();
         assert!(err.contains("only 7 left"), "{err}");
     }
 }

@@ -258,16 +258,17 @@ impl Report {
             let p = &size.parts;
             let _ = writeln!(
                 s,
-                "  steps (median of {} more runs, ms): CRIB run+decode in place {:.2} (copying: \
-                 run+drain {:.2}, decode {:.2}), rows {:.2}; iter read {:.2}, split {:.2}, \
-                 decode {:.2}, rows {:.2}",
+                "  steps (median of {} more runs, ms): CRIB run+decode in place {:.2} \
+                 (BPF_PROG_RUN {:.2}, ring buffer read and decoded {:.2}; copying: run+drain {:.2}, decode {:.2}), rows {:.2}; iter read {:.2}, decode in place \
+                 {:.2}, rows {:.2}",
                 super::parts::RUNS,
                 p.crib_run_decode_ms,
+                p.crib_prog_run_ms,
+                p.crib_consume_ms,
                 p.crib_run_drain_ms,
                 p.crib_decode_ms,
                 p.crib_rows_ms,
                 p.iter_read_ms,
-                p.iter_split_ms,
                 p.iter_decode_ms,
                 p.iter_rows_ms
             );
