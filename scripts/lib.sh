@@ -57,6 +57,18 @@ digest_files() {
 		while read -r f; do printf '%s\n' "$f"; cat "$f"; done) | sha256sum | cut -c1-16
 }
 
+# kmake_for TOOLCHAIN: set KMAKE to the make command line for the kernel tree built with
+# TOOLCHAIN: gcc, or llvm (clang, as scripts/series bisect names it): LLVM=-19 for clang-19,
+# ld.lld-19 and llvm-*-19.
+kmake_for() {
+	KMAKE=(make)
+	case $1 in
+	gcc) ;;
+	llvm | clang) KMAKE+=(LLVM=-19) ;;
+	*) die "unknown toolchain '$1' (gcc or llvm)" ;;
+	esac
+}
+
 # kernel_configure SRC OBJ MAKE...: OBJ/.config for the kernel tree SRC as configs/matrix.toml
 # describes the variant: `MAKE <base>`, the fragments merged in order, `MAKE olddefconfig`;
 # then fail (status 1, one line per option) if an option one of our fragments asks for did not
