@@ -5,10 +5,6 @@
  * programs (after vmlinux.h) and by the Rust harness (through bindgen), so
  * both sides always agree on the layout. Fixed-size types only; every struct
  * is padded explicitly to a multiple of 8 bytes.
- *
- * A ring-buffer sample holds one record or several back to back (the file
- * dump copies its records out in batches), each exactly hdr.size bytes long
- * and not aligned: a reader cuts a sample into records by their headers.
  */
 #ifndef __CRIB_RECORDS_H
 #define __CRIB_RECORDS_H

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Dump one task's file table: one struct crib_rec_file per open fd, then one
- * struct crib_rec_end, through a ring buffer, in batches of records (below). Run with BPF_PROG_RUN and a
+ * struct crib_rec_end, through a ring buffer. Run with BPF_PROG_RUN and a
  * struct crib_dump_ctx (target pid in the caller's pid namespace).
  *
  * Return value: 0 when every open fd was reported, else a negative errno:
@@ -37,13 +37,13 @@ char _license[] SEC("license") = "GPL";
 #define ENOENT	2
 #define ENOSPC	28
 #define EOPNOTSUPP	95
-#define ENOMEM	12
 
 /*
- * 16 MiB: a file record takes 88 bytes, so about 190,000 fds fit in one run
- * (fewer with paths: a path record is 16 bytes, the path and its NUL). A
- * larger table is still walked to the end: the records that do not fit are
- * counted in nr_dropped and the run fails with -ENOSPC.
+ * 16 MiB: a file record takes 88 bytes plus the ring buffer's 8-byte header,
+ * so about 170,000 fds fit in one run (fewer with paths: a path record is
+ * 16 bytes, the path and its NUL, plus the ring buffer's header). A larger table is still walked to the
+ * end: the records that do not fit are counted in nr_dropped and the run
+ * fails with -ENOSPC.
  */
 #define RINGBUF_BYTES	(16 << 20)
 
@@ -52,30 +52,13 @@ struct {
 	__uint(max_entries, RINGBUF_BYTES);
 } records SEC(".maps");
 
-/*
- * Records are written back to back into a batch and the batch is copied into
- * the ring buffer as one sample (bpf_ringbuf_output()) when the next fd's
- * records might not fit: a dump of N fds makes about N/200 ring-buffer
- * reservations instead of 2N, and the reader handles as few samples. Each
- * record keeps its own header and exact size (no padding: the reader cuts a
- * sample into records by hdr.size). 32 KiB is the most a per-CPU array value
- * may hold; per-CPU, because BPF_PROG_RUN pins the program to its CPU.
- */
-#define BATCH_BYTES	(32 << 10)
-#define FD_MAX_BYTES	(sizeof(struct crib_rec_file) + sizeof(struct crib_rec_path))
-/* Where the next fd's records may start so that both fit. */
-#define BATCH_LAST	(BATCH_BYTES - FD_MAX_BYTES)
-
-struct crib_batch {
-	__u8 buf[BATCH_BYTES];
-};
-
+/* Where a path record is built before it is copied into the ring buffer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct crib_batch);
-} batch SEC(".maps");
+	__type(value, struct crib_rec_path);
+} path_buf SEC(".maps");
 
 extern struct task_struct *bpf_task_from_vpid(s32 vpid) __ksym;
 extern void bpf_task_release(struct task_struct *p) __ksym;
@@ -117,44 +100,23 @@ __noinline int fill_file(struct crib_rec_file *rec, __u64 task_addr,
  * The counters live in global memory, not in registers: a branch on a
  * counter incremented in the loop makes it precise, and the verifier then
  * walks the iterator loop once per value (E2BIG). Values loaded from a map
- * are not tracked across iterations. batch_len and batch_nr are the bytes and
- * records in the current batch; nr_seq counts the records written or batched.
+ * are not tracked across iterations.
  */
-__u32 nr_seq, nr_dropped, batch_len, batch_nr;
+__u32 nr_seq, nr_dropped;
 
 /*
- * Copy the batch into the ring buffer. Records that do not fit are counted in
- * nr_dropped and give their sequence numbers back, so that the records the
- * reader gets stay numbered 0, 1, 2, ...
+ * The path record of the iterator's current file, after its file record.
+ * A record that does not fit is counted in nr_dropped.
  */
-static __always_inline void flush(struct crib_batch *b)
-{
-	__u32 len = batch_len;
-
-	if (len > sizeof(b->buf))
-		len = 0;
-	if (len && bpf_ringbuf_output(&records, b->buf, len, BPF_RB_NO_WAKEUP)) {
-		nr_dropped += batch_nr;
-		nr_seq -= batch_nr;
-	}
-	batch_len = 0;
-	batch_nr = 0;
-}
-
-/*
- * Append the path record of the iterator's current file at @off of the batch,
- * after its file record; return its size.
- */
-static __always_inline __u32 add_path(struct bpf_iter_task_file *it,
-				      struct crib_batch *b, __u32 off, __u32 fd)
+static __always_inline void emit_path(struct bpf_iter_task_file *it, __u32 fd)
 {
 	struct crib_rec_path *p;
-	__u32 size;
+	__u32 zero = 0, size;
 	int n;
 
-	if (off > BATCH_BYTES - sizeof(*p))
-		return 0;
-	p = (void *)b->buf + off;
+	p = bpf_map_lookup_elem(&path_buf, &zero);
+	if (!p)
+		return;
 	n = bpf_iter_task_file_get_path(it, p->path, sizeof(p->path));
 	size = offsetof(struct crib_rec_path, path);
 	if (n > 0)
@@ -165,10 +127,13 @@ static __always_inline __u32 add_path(struct bpf_iter_task_file *it,
 		size = offsetof(struct crib_rec_path, path);
 	p->hdr.type = CRIB_REC_PATH;
 	p->hdr.size = size;
-	p->hdr.seq = nr_seq++;
+	p->hdr.seq = nr_seq;
 	p->fd = fd;
 	p->error = n < 0 ? n : 0;
-	return size;
+	if (bpf_ringbuf_output(&records, p, size, BPF_RB_NO_WAKEUP))
+		nr_dropped++;
+	else
+		nr_seq++;
 }
 
 SEC("syscall")
@@ -178,9 +143,8 @@ int crib_dump_files(struct crib_dump_ctx *ctx)
 	struct bpf_iter_task_file it;
 	struct crib_rec_file *rec;
 	struct task_struct *task;
-	struct crib_batch *b;
 	__u64 task_addr = 0, file_addr;
-	__u32 seq, dropped, off, nr, size, zero = 0;
+	__u32 seq, dropped;
 	bool paths = ctx->flags & CRIB_DUMP_F_PATHS;
 	int err;
 
@@ -194,25 +158,16 @@ int crib_dump_files(struct crib_dump_ctx *ctx)
 		return -ESRCH;
 	}
 
-	b = bpf_map_lookup_elem(&batch, &zero);
-	if (!b) {
-		bpf_task_release(task);
-		crib_emit_end(&records, -ENOMEM, 0, 0, 0);
-		return -ENOMEM;
-	}
 	bpf_probe_read_kernel(&task_addr, sizeof(task_addr), &task);
 	nr_seq = 0;
 	nr_dropped = 0;
-	batch_len = 0;
-	batch_nr = 0;
 	err = bpf_iter_task_file_new(&it, task);
 	while (!err && (item = bpf_iter_task_file_next(&it))) {
-		if (batch_len > BATCH_LAST)
-			flush(b);
-		off = batch_len;
-		if (off > BATCH_LAST)
-			break;	/* flush() emptied it: not reached */
-		rec = (void *)b->buf + off;
+		rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+		if (!rec) {
+			nr_dropped++;
+			continue;
+		}
 		__builtin_memset(rec, 0, sizeof(*rec));
 		rec->hdr.type = CRIB_REC_FILE;
 		rec->hdr.size = sizeof(*rec);
@@ -221,17 +176,10 @@ int crib_dump_files(struct crib_dump_ctx *ctx)
 		file_addr = 0;
 		bpf_probe_read_kernel(&file_addr, sizeof(file_addr), &item->file);
 		fill_file(rec, task_addr, file_addr, item->fd);
-		off += sizeof(*rec);
-		nr = 1;
-		if (paths) {
-			size = add_path(&it, b, off, item->fd);
-			off += size;
-			nr += size ? 1 : 0;
-		}
-		batch_len = off;
-		batch_nr += nr;
+		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+		if (paths)
+			emit_path(&it, item->fd);
 	}
-	flush(b);
 	/* next() returned NULL: the end of the table, or a stopped walk. */
 	if (!err) {
 		err = bpf_iter_task_file_get_fd(&it);

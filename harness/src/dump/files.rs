@@ -309,23 +309,12 @@ impl FileDecoder {
     }
 }
 
-/// One ring-buffer sample: a batch of records back to back (`dump_files.bpf.c` copies its
-/// records into the ring buffer a batch at a time), each as long as its header says. A header
-/// whose size is too small or runs past the sample is checked against the rest of the sample,
-/// which fails with both sizes in the message.
 impl RecordSink for FileDecoder {
-    fn record(&mut self, mut bytes: &[u8]) {
-        while self.error.is_none() && !bytes.is_empty() {
-            let size = bytes
-                .get(2..4)
-                .map(|h| usize::from(u16::from_ne_bytes([h[0], h[1]])))
-                .filter(|&n| n >= size_of::<crib_rec_hdr>() && n <= bytes.len())
-                .unwrap_or(bytes.len());
-            let (rec, rest) = bytes.split_at(size);
-            if let Err(e) = self.push(rec) {
+    fn record(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self.push(bytes) {
                 self.error = Some(e);
             }
-            bytes = rest;
         }
     }
 }

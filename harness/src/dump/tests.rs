@@ -22,18 +22,6 @@ fn file_rec(seq: u32, fd: u32) -> Vec<u8> {
     bytes_of(&f)
 }
 
-fn path_rec(seq: u32, fd: u32, error: i32, path: &[u8]) -> Vec<u8> {
-    let fixed = std::mem::offset_of!(crib_rec_path, path);
-    let mut v = vec![0u8; fixed];
-    v[0..2].copy_from_slice(&(CRIB_REC_PATH as u16).to_ne_bytes());
-    v[2..4].copy_from_slice(&((fixed + path.len()) as u16).to_ne_bytes());
-    v[4..8].copy_from_slice(&seq.to_ne_bytes());
-    v[8..12].copy_from_slice(&fd.to_ne_bytes());
-    v[12..16].copy_from_slice(&error.to_ne_bytes());
-    v.extend_from_slice(path);
-    v
-}
-
 #[test]
 fn complete_dump_decodes() {
     let recs = vec![file_rec(0, 3), file_rec(1, 100_000), end_rec(2, 0, 2, 0)];
@@ -133,6 +121,17 @@ fn a_kernel_without_the_path_kfunc_says_so() {
 
 #[test]
 fn path_records_attach_to_their_file() {
+    fn path_rec(seq: u32, fd: u32, error: i32, path: &[u8]) -> Vec<u8> {
+        let fixed = std::mem::offset_of!(crib_rec_path, path);
+        let mut v = vec![0u8; fixed];
+        v[0..2].copy_from_slice(&(CRIB_REC_PATH as u16).to_ne_bytes());
+        v[2..4].copy_from_slice(&((fixed + path.len()) as u16).to_ne_bytes());
+        v[4..8].copy_from_slice(&seq.to_ne_bytes());
+        v[8..12].copy_from_slice(&fd.to_ne_bytes());
+        v[12..16].copy_from_slice(&error.to_ne_bytes());
+        v.extend_from_slice(path);
+        v
+    }
     let recs = vec![
         file_rec(0, 3),
         path_rec(1, 3, 0, b"/tmp/a (deleted)\0"),
@@ -161,29 +160,6 @@ fn path_records_attach_to_their_file() {
     ] {
         assert!(decode_stream(&bad).is_err());
     }
-}
-
-#[test]
-fn a_sample_holding_a_batch_decodes_as_its_records_one_by_one() {
-    let recs = vec![
-        file_rec(0, 3),
-        path_rec(1, 3, 0, b"/tmp/a\0"),
-        file_rec(2, 4),
-        path_rec(3, 4, 0, b"pipe:[7]\0"),
-        end_rec(4, 0, 4, 0),
-    ];
-    let one_by_one = decode_stream(&recs).unwrap();
-    let batched = decode_stream(&[recs[..4].concat(), recs[4].clone()]).unwrap();
-    assert_eq!(batched, one_by_one);
-    assert_eq!(batched.files.len(), 2);
-    // the last record of a batch cut short: its header runs past the sample
-    let mut cut = recs[..2].concat();
-    cut.pop();
-    let err = decode_stream(&[cut]).unwrap_err().to_string();
-    assert!(
-        err.contains("header says 23 bytes, ring buffer record has 22"),
-        "{err}"
-    );
 }
 
 #[test]
