@@ -1,7 +1,13 @@
 //! Unit tests of the socket record decoder: complete dumps, truncated ones, errors.
 
+use std::mem::size_of;
+
 use super::*;
 use crate::dump::stream::test_records::{bytes_of, end as end_rec, header};
+use crate::records::{
+    crib_rec_sock, crib_rec_sock_data, crib_rec_sock_item, CRIB_REC_SOCK, CRIB_REC_SOCK_DATA,
+    CRIB_REC_SOCK_ITEM, CRIB_SOCK_CHUNK,
+};
 
 fn sock(seq: u32, fd: u32, q: Queue, lens: &[u32]) -> Vec<u8> {
     let mut r = crib_rec_sock {
