@@ -410,7 +410,7 @@ fn ring_overflow(_flavor: Flavor) -> Result<()> {
 #[rstest]
 #[case::stock(Flavor::Stock)]
 #[case::patched(Flavor::Patched)]
-fn dump_overflowing_its_ring_buffer_fails_with_enospc_and_whole_fds(#[case] flavor: Flavor) {
+fn dump_overflowing_its_ring_buffer_fails_with_enospc_and_no_gaps(#[case] flavor: Flavor) {
     run(flavor, &current_test_name(), ring_overflow);
 }
 
