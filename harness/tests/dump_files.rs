@@ -52,6 +52,13 @@ fn by_fd(files: &[FileRecord]) -> Result<BTreeMap<u32, &FileRecord>> {
     Ok(out)
 }
 
+/// The fds of `pid` as `/proc/<pid>/fd` lists them.
+fn proc_fds(pid: i32) -> Result<BTreeSet<u32>> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .map(|e| -> Result<u32> { Ok(e?.file_name().to_string_lossy().parse()?) })
+        .collect()
+}
+
 fn set_diff<T: Ord + Copy + std::fmt::Debug>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> String {
     let only_a: Vec<_> = a.difference(b).take(20).collect();
     let only_b: Vec<_> = b.difference(a).take(20).collect();
@@ -250,9 +257,7 @@ fn dense_table(_flavor: Flavor) -> Result<()> {
         .with_context(|| format!("dumping {DENSE}+ fds of pid {pid}"))?;
     let took = started.elapsed();
     let dumped: BTreeSet<u32> = by_fd(&files)?.keys().copied().collect();
-    let proc: BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
-        .map(|e| -> Result<u32> { Ok(e?.file_name().to_string_lossy().parse()?) })
-        .collect::<Result<_>>()?;
+    let proc = proc_fds(pid)?;
     let expected: BTreeSet<u32> = t.expected.iter().map(|e| e.fd).collect();
     ensure!(
         dumped == proc,
@@ -328,7 +333,8 @@ fn ring_overflow(_flavor: Flavor) -> Result<()> {
         ..Default::default()
     })?;
     let pid = t.pid();
-    let table = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    let proc = proc_fds(pid)?;
+    let table = proc.len();
     step("load the dump program with a 128 KiB ring buffer");
     let dumper = Dumper::load_with_ring(128 << 10)?;
     step("dump with paths");
@@ -383,9 +389,6 @@ fn ring_overflow(_flavor: Flavor) -> Result<()> {
         end.nr_dropped,
         raw.files.len()
     );
-    let proc: BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
-        .map(|e| -> Result<u32> { Ok(e?.file_name().to_string_lossy().parse()?) })
-        .collect::<Result<_>>()?;
     if let Some(f) = raw.files.iter().find(|f| !proc.contains(&f.fd)) {
         bail!("fd {} arrived but is not in /proc/{pid}/fd", f.fd);
     }
