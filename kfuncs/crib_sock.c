@@ -35,10 +35,19 @@
  *  - TCP: every queue (receive, out of order, retransmit, write) is changed
  *    only by the socket's owner; lock_sock() makes us the owner, and
  *    packets arriving meanwhile wait in the backlog. Queued TCP packets are
- *    not immutable: the tail of the receive queue takes coalesced data, the
- *    tail of the write queue takes appended data, unsent packets are split
- *    in place. So they are copied whole (skb_copy()), with GFP_KERNEL as the
- *    owner may sleep.
+ *    not immutable, but what changes is their metadata, not their bytes:
+ *    the tail of the receive queue takes coalesced data (appended to its
+ *    linear tail room or as new frags), the tail of the write queue takes
+ *    appended data (new frags, or a last frag grown into the page beyond
+ *    its end), unsent packets are split or trimmed in place by rewriting the
+ *    frag array (tso_fragment(), tcp_mtu_probe()). Bytes already queued are
+ *    never written again, and a page-frag allocator reuses a page only when
+ *    it holds the last reference (skb_page_frag_refill()). So each packet is
+ *    copied with pskb_copy(): a private sk_buff, linear part and frag array,
+ *    with a reference on each page (and on a frag_list, which the stack
+ *    clones before it changes a shared one). The original is not cloned, so
+ *    TCP's own paths behave as without a dump. GFP_KERNEL, as the owner may
+ *    sleep.
  *  - UDP receive: udp_recvmsg() takes no socket lock. It takes the
  *    reader_queue lock, then sk_receive_queue's; so do we. Queued
  *    datagrams are never changed, so a clone (shared, refcounted data) is
@@ -53,8 +62,8 @@
  *    writers append to the queue under its lock. We take both, in that
  *    order; queued messages are not changed once queued: clones.
  *  - Error queue: its queue lock with interrupts off; clones.
- * All copies are charged to the dumper's memory cgroup, and a snapshot is
- * limited to CRIB_SQ_MAX_BYTES.
+ * All allocations are charged to the dumper's memory cgroup, and a snapshot
+ * is limited to CRIB_SQ_MAX_BYTES of packet data.
  */
 #include <linux/bpf.h>
 #include <linux/btf.h>
@@ -126,8 +135,8 @@ static struct crib_sq_cb *crib_sq_cb(struct sk_buff *skb)
 /*
  * crib_sq_add() - add a private copy of @skb to @snap as an element of @queue
  *
- * @copy is a clone (for packets nobody changes once queued) or a full copy
- * of @skb, already allocated. @skip leading bytes of @skb are not data.
+ * @copy is a clone (for packets nobody changes once queued), a copy of the
+ * metadata sharing the bytes (TCP) or a full copy of @skb, already allocated. @skip leading bytes of @skb are not data.
  * Returns the element to fill in further, or an ERR_PTR.
  */
 static struct crib_sq_cb *
@@ -176,7 +185,8 @@ static bool crib_sk_data_elsewhere(struct sock *sk)
 }
 
 /*
- * A private copy of a TCP packet. Packets of the write and retransmit
+ * A private copy of a TCP packet (pskb_copy(): the bytes are shared, see
+ * "Locking, per queue" above). Packets of the write and retransmit
  * queues use skb->tcp_tsorted_anchor (tp->tsorted_sent_queue), which shares
  * its memory with _skb_refdst: copied as it is, the copy would take a
  * reference on a "dst" that is the list's pointer and drop it when freed.
@@ -189,9 +199,9 @@ static struct sk_buff *crib_sq_tcp_copy(struct sk_buff *skb,
 	struct sk_buff *copy;
 
 	if (queue != CRIB_SQ_TCP_RTX && queue != CRIB_SQ_TCP_WRITE)
-		return skb_copy(skb, GFP_KERNEL_ACCOUNT);
+		return pskb_copy(skb, GFP_KERNEL_ACCOUNT);
 	tcp_skb_tsorted_save(skb) {
-		copy = skb_copy(skb, GFP_KERNEL_ACCOUNT);
+		copy = pskb_copy(skb, GFP_KERNEL_ACCOUNT);
 	} tcp_skb_tsorted_restore(skb);
 	return copy;
 }
