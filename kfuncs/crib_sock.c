@@ -136,8 +136,9 @@ static struct crib_sq_cb *crib_sq_cb(struct sk_buff *skb)
  * crib_sq_add() - add a private copy of @skb to @snap as an element of @queue
  *
  * @copy is a clone (for packets nobody changes once queued), a copy of the
- * metadata sharing the bytes (TCP) or a full copy of @skb, already allocated. @skip leading bytes of @skb are not data.
- * Returns the element to fill in further, or an ERR_PTR.
+ * metadata sharing the bytes (TCP) or a full copy of @skb, already
+ * allocated. @skip leading bytes of @skb are not data. Returns the element
+ * to fill in further, or an ERR_PTR.
  */
 static struct crib_sq_cb *
 crib_sq_add(struct crib_sq_snap *snap, struct sk_buff *copy,
