@@ -46,6 +46,8 @@ pub struct SizeReport {
     pub quiet_after: Duration,
     /// attempts until both dumps agreed, once quiet
     pub attempts: u32,
+    /// timed rounds that found the sockets moved and were redone after settling again
+    pub redone_rounds: u32,
     pub crib_us: Vec<f64>,
     pub criu_us: Vec<f64>,
     pub crib_parts: CribParts,
@@ -146,7 +148,7 @@ impl Report {
                 o,
                 "\n  {} sockets: {} with bytes queued both ways; {} receive-queue bytes in {} \
                  packets, {} send-queue bytes in {} retransmit + {} write packets; quiet after \
-                 {} ms; both dumps equal (attempt {})",
+                 {} ms; both dumps equal (attempt {}); rounds redone after the sockets moved: {}",
                 s.sockets,
                 s.queued_both_ways,
                 s.recv_bytes,
@@ -155,7 +157,8 @@ impl Report {
                 s.packets[1],
                 s.packets[2],
                 s.quiet_after.as_millis(),
-                s.attempts
+                s.attempts,
+                s.redone_rounds
             );
             let _ = writeln!(
                 o,
