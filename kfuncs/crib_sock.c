@@ -41,8 +41,10 @@
  *    appended data (new frags, or a last frag grown into the page beyond
  *    its end), unsent packets are split or trimmed in place by rewriting the
  *    frag array (tso_fragment(), tcp_mtu_probe()). Bytes already queued are
- *    never written again, and a page-frag allocator reuses a page only when
- *    it holds the last reference (skb_page_frag_refill()). So each packet is
+ *    never written again by the kernel (pages spliced from a file or sent
+ *    with MSG_ZEROCOPY stay the application's to write, as while they wait
+ *    to be sent), and a page-frag allocator reuses a page only when it
+ *    holds the last reference (skb_page_frag_refill()). So each packet is
  *    copied with pskb_copy(): a private sk_buff, linear part and frag array,
  *    with a reference on each page (and on a frag_list, which the stack
  *    clones before it changes a shared one). The original is not cloned, so
