@@ -136,6 +136,42 @@ impl Exports {
         variant: &str,
         base: &str,
     ) -> Result<Exports, KernelError> {
+        Self::parse(root, &Self::script_output(root, cache, variant, base)?)
+    }
+
+    /// [`Exports::of_tree`], asked once per nextest run (`per_run`): every VM test process
+    /// locates this checkout's kernels, and the script takes 0.5-1.5 s on a 2-core machine
+    /// (200 test processes: 2-4 minutes of a serial run). nextest's setup script ran
+    /// `scripts/build` just before, so the answer holds for the run; an input edited while
+    /// the run is under way is caught by the next run.
+    pub fn of_tree_once_per_run(
+        root: &Path,
+        cache: &Path,
+        variant: &str,
+        base: &str,
+    ) -> Result<Exports, KernelError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (root, cache, variant, base).hash(&mut h);
+        let key = format!("exports-{:016x}", h.finish());
+        let lock_err = |why: String| KernelError::Exports {
+            script: root.join("scripts/build"),
+            why,
+        };
+        let text = crate::per_run::once(
+            &key,
+            || Self::script_output(root, cache, variant, base),
+            lock_err,
+        )?;
+        Self::parse(root, &text)
+    }
+
+    fn script_output(
+        root: &Path,
+        cache: &Path,
+        variant: &str,
+        base: &str,
+    ) -> Result<String, KernelError> {
         let script = root.join("scripts/build");
         let err = |why: String| KernelError::Exports {
             script: script.clone(),
@@ -155,11 +191,18 @@ impl Exports {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        let mut m = parse_manifest(&String::from_utf8_lossy(&out.stdout));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn parse(root: &Path, text: &str) -> Result<Exports, KernelError> {
+        let mut m = parse_manifest(text);
         let mut take = |k: &str| {
             m.remove(k)
                 .map(PathBuf::from)
-                .ok_or_else(|| err(format!("no '{k}=' line in its output")))
+                .ok_or_else(|| KernelError::Exports {
+                    script: root.join("scripts/build"),
+                    why: format!("no '{k}=' line in its output"),
+                })
         };
         Ok(Exports {
             stock: take("stock")?,
@@ -259,9 +302,11 @@ impl Kernel {
         })
     }
 
+    /// The kernel of `flavor` built from this checkout (asking `scripts/build` once per nextest
+    /// run, [`Exports::of_tree_once_per_run`]).
     pub fn locate_in(cache: &Path, variant: &str, flavor: Flavor) -> Result<Kernel, KernelError> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        Self::locate_for_tree(&root, cache, variant, flavor)
+        Self::locate_with(&root, cache, variant, flavor, Exports::of_tree_once_per_run)
     }
 
     /// The kernel of `flavor` built from the checkout at `root`. The cache's
@@ -274,6 +319,16 @@ impl Kernel {
         variant: &str,
         flavor: Flavor,
     ) -> Result<Kernel, KernelError> {
+        Self::locate_with(root, cache, variant, flavor, Exports::of_tree)
+    }
+
+    fn locate_with(
+        root: &Path,
+        cache: &Path,
+        variant: &str,
+        flavor: Flavor,
+        exports_of: fn(&Path, &Path, &str, &str) -> Result<Exports, KernelError>,
+    ) -> Result<Kernel, KernelError> {
         let link = cache.join("kernels").join(variant).join(flavor.as_str());
         let not_built = || KernelError::NotBuilt {
             flavor,
@@ -285,7 +340,7 @@ impl Kernel {
             .map(|t| parse_manifest(&t))
             .map_err(|_| not_built())?;
         let base = last_manifest.get("CRIB_BASE").ok_or_else(not_built)?;
-        let exports = Exports::of_tree(root, cache, variant, base)?;
+        let exports = exports_of(root, cache, variant, base)?;
         let want = match flavor {
             Flavor::Stock => &exports.stock,
             Flavor::Patched => &exports.patched,

@@ -15,6 +15,7 @@ pub mod hello;
 pub mod kernel;
 pub mod kernel_dir;
 pub mod loader;
+pub mod per_run;
 pub mod records;
 pub mod settings;
 pub mod sock_bench;

@@ -4,7 +4,6 @@
 //! their cases this way.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::Arc;
 
 use super::report::CaseReport;
@@ -82,46 +81,10 @@ pub fn parse_results(tag: &str, text: &str) -> Batch {
     Ok(Arc::new(map))
 }
 
-/// `boot()`'s output, once per nextest run: under nextest (one process per test, the same
-/// `NEXTEST_RUN_ID`) the first process boots and saves the output in a file named after
-/// `key` and the run, under a lock the others wait on; results never carry over to another
-/// run. Without nextest, `boot()` runs (the caller keeps its result for the process).
+/// `boot()`'s output, once per nextest run (`per_run::once`): the first test process boots,
+/// the others of the run wait for and read its output; nothing carries over to another run.
 pub fn once_per_run(key: &str, boot: impl FnOnce() -> String) -> Result<String, String> {
-    let run_id = match std::env::var("NEXTEST_RUN_ID") {
-        Ok(id) if !id.is_empty() => id,
-        _ => return Ok(boot()),
-    };
-    let safe: String = run_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
-    let base = std::env::temp_dir().join(format!("crib-{key}-{safe}"));
-    let lock_path = base.with_extension("lock");
-    let res_path = base.with_extension("results");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    // Released when `_lock` is dropped, at the end of this function.
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("flock {}: {e}", lock_path.display()))?;
-    if let Ok(t) = std::fs::read_to_string(&res_path) {
-        return Ok(t);
-    }
-    let text = boot();
-    let tmp = res_path.with_extension("tmp");
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, &res_path));
-    if let Err(e) = written {
-        eprintln!(
-            "warning: cannot save the batch results to {}: {e}",
-            res_path.display()
-        );
-    }
-    Ok(text)
+    crate::per_run::once(key, || Ok(boot()), |e| e)
 }
 
 /// The outcome of test `name` from its `batch`, which `guest` (e.g. "the patched guest") ran:
