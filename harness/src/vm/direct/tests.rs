@@ -32,11 +32,11 @@ fn pos(s: &str, needle: &str) -> usize {
 }
 
 #[test]
-fn init_script_is_valid_bash() {
+fn init_script_is_valid_busybox_sh() {
     let s = script();
-    assert!(s.starts_with("#!/bin/bash\n"));
-    let st = std::process::Command::new("bash")
-        .arg("-n")
+    assert!(s.starts_with("#!/bin/busybox sh\n"));
+    let st = std::process::Command::new("/bin/busybox")
+        .args(["sh", "-n"])
         .arg("-c")
         .arg(&s)
         .status()
@@ -62,10 +62,10 @@ fn init_script_mounts_like_vmtest_then_runs_the_command_then_powers_off() {
         assert!(pos(&s, m) < pos(&s, "cd /work/main/harness"), "{m}");
     }
     assert!(pos(&s, "cd /work/main/harness") < pos(&s, "env -i"));
-    assert!(pos(&s, "env -i") < pos(&s, "/bin/bash /c/tmp/vdX/cmd.sh"));
+    assert!(pos(&s, "env -i") < pos(&s, "/bin/busybox sh /c/tmp/vdX/cmd.sh"));
     // The command: stdin /dev/null, stdout and stderr a pipe to the console (no tty).
     assert!(s.contains(
-        "/bin/bash /c/tmp/vdX/cmd.sh </dev/null 2>&1 | /bin/busybox cat >/dev/console\n"
+        "/bin/busybox sh /c/tmp/vdX/cmd.sh </dev/null 2>&1 | /bin/busybox cat >/dev/console\n"
     ));
     // Then drain, sync, power off; the markers carry the nonce.
     assert!(s.trim_end().ends_with("crib_off"));
@@ -80,15 +80,15 @@ fn init_script_mounts_like_vmtest_then_runs_the_command_then_powers_off() {
 }
 
 /// The `env -i` words give the command exactly the given environment, odd values and names
-/// included. Evaluated by bash with `env -i ... /bin/bash` replaced by `printf`.
+/// included. Evaluated by busybox sh with `env -i ... /bin/busybox sh` replaced by `printf`.
 #[test]
 fn init_script_passes_the_environment_verbatim() {
     let s = script();
     let start = pos(&s, "env -i");
-    let end = pos(&s, "/bin/bash /c/tmp/vdX/cmd.sh");
+    let end = pos(&s, "/bin/busybox sh /c/tmp/vdX/cmd.sh");
     let words = s[start + "env -i".len()..end].replace("\\\n", " ");
-    let out = std::process::Command::new("bash")
-        .arg("-c")
+    let out = std::process::Command::new("/bin/busybox")
+        .args(["sh", "-c"])
         .arg(format!("printf '%s\\0' {words}"))
         .output()
         .unwrap();
@@ -106,8 +106,8 @@ fn init_script_passes_the_environment_verbatim() {
 fn init_script_markers_parse() {
     let s = script();
     let func = s.lines().find(|l| l.starts_with("crib_mark()")).unwrap();
-    let out = std::process::Command::new("bash")
-        .arg("-c")
+    let out = std::process::Command::new("/bin/busybox")
+        .args(["sh", "-c"])
         .arg(format!("{func}\ncrib_mark SETUP-FAILED 'mount -t proc'"))
         .output()
         .unwrap();
