@@ -192,6 +192,14 @@ struct crib_sock_dump_ctx {
 #define CRIB_SOCK_NR_QUEUES 8
 /* Most payload bytes per crib_rec_sock_data record. */
 #define CRIB_SOCK_CHUNK 4096
+/*
+ * A crib_rec_sock_data record's room for payload: len rounded up to a power
+ * of two, at least CRIB_SOCK_ROOM_MIN (so at most CRIB_SOCK_CHUNK). The
+ * program copies a packet's bytes straight into the record, and the read
+ * kfunc takes a constant size; the room - len bytes after the payload are
+ * not data (whatever the ring buffer held there).
+ */
+#define CRIB_SOCK_ROOM_MIN 64
 
 struct crib_rec_sock {
 	struct crib_rec_hdr hdr;

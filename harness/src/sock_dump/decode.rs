@@ -11,7 +11,7 @@ use crate::dump::stream::{bad_record, fixed_record};
 use crate::dump::{read_pod, DumpError, EndRecord, RecordSink, StreamCheck};
 use crate::records::{
     crib_rec_sock, crib_rec_sock_data, crib_rec_sock_item, CRIB_REC_END, CRIB_REC_SOCK,
-    CRIB_REC_SOCK_DATA, CRIB_REC_SOCK_ITEM, CRIB_SOCK_CHUNK,
+    CRIB_REC_SOCK_DATA, CRIB_REC_SOCK_ITEM, CRIB_SOCK_CHUNK, CRIB_SOCK_ROOM_MIN,
 };
 
 fn addr_of(family: u16, raw: &[u8; 16], port: u16) -> Option<(IpAddr, u16)> {
@@ -188,16 +188,20 @@ impl SockDecoder {
                 bytes.len()
             ))
         })?;
-        let payload = &bytes[fixed..];
-        if r.len as usize != payload.len() || r.len == 0 || r.len > CRIB_SOCK_CHUNK {
+        let room = &bytes[fixed..];
+        if r.len == 0 || r.len > CRIB_SOCK_CHUNK || room.len() != chunk_room(r.len) {
             return Err(bad(format!(
-                "fd {} item {}: data record of {} bytes says it carries {} (1..={CRIB_SOCK_CHUNK})",
+                "fd {} item {}: data record with {} bytes of room says it carries {} \
+                 (1..={CRIB_SOCK_CHUNK} bytes, in room rounded up to a power of two >= \
+                 {CRIB_SOCK_ROOM_MIN})",
                 r.fd,
                 r.index,
-                bytes.len(),
+                room.len(),
                 r.len
             )));
         }
+        // The record's room past len is not data (crib_records.h, CRIB_SOCK_ROOM_MIN).
+        let payload = &room[..r.len as usize];
         let s = self.socks.last_mut().filter(|s| s.sock.fd == r.fd);
         let Some(s) = s.filter(|s| s.items.last().is_some_and(|i| i.index == r.index)) else {
             return Err(bad(format!(
@@ -271,6 +275,12 @@ impl RecordSink for SockDecoder {
             }
         }
     }
+}
+
+/// The payload room of a data record carrying `len` bytes: `len` rounded up to a power of two,
+/// at least `CRIB_SOCK_ROOM_MIN` (`chunk_room()` in dump_socks.bpf.c).
+pub fn chunk_room(len: u32) -> usize {
+    len.max(CRIB_SOCK_ROOM_MIN).next_power_of_two() as usize
 }
 
 /// Decode the records of one run, copied out of the ring buffer ([`SockDecoder`] decodes them

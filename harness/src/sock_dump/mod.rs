@@ -280,4 +280,4 @@ mod decode;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{decode_stream, finish, RawSockDump, SockDecoder};
+pub use decode::{chunk_room, decode_stream, finish, RawSockDump, SockDecoder};

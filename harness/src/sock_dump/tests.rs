@@ -33,9 +33,21 @@ fn item(seq: u32, fd: u32, index: u32, q: Queue, len: u32) -> Vec<u8> {
     })
 }
 
-/// A chunk record: its fixed part, then its bytes.
+/// A chunk record: its fixed part, then its bytes in their room (`chunk_room`), the rest of
+/// the room stale bytes as the ring buffer leaves them.
 fn data(seq: u32, fd: u32, index: u32, offset: u32, bytes: &[u8]) -> Vec<u8> {
-    let size = size_of::<crib_rec_sock_data>() + bytes.len();
+    data_in_room(
+        seq,
+        fd,
+        index,
+        offset,
+        bytes,
+        chunk_room(bytes.len() as u32),
+    )
+}
+
+fn data_in_room(seq: u32, fd: u32, index: u32, offset: u32, bytes: &[u8], room: usize) -> Vec<u8> {
+    let size = size_of::<crib_rec_sock_data>() + room;
     let mut v = bytes_of(&crib_rec_sock_data {
         hdr: header(CRIB_REC_SOCK_DATA, size, seq),
         fd,
@@ -44,7 +56,54 @@ fn data(seq: u32, fd: u32, index: u32, offset: u32, bytes: &[u8]) -> Vec<u8> {
         len: bytes.len() as u32,
     });
     v.extend_from_slice(bytes);
+    v.resize(size, 0xee);
     v
+}
+
+#[test]
+fn chunk_rooms_are_powers_of_two_from_64_to_the_chunk() {
+    let rooms: Vec<usize> = [
+        1,
+        63,
+        64,
+        65,
+        100,
+        2048,
+        2049,
+        CRIB_SOCK_CHUNK - 1,
+        CRIB_SOCK_CHUNK,
+    ]
+    .iter()
+    .map(|&n| chunk_room(n))
+    .collect();
+    assert_eq!(rooms, [64, 64, 64, 128, 128, 2048, 4096, 4096, 4096]);
+}
+
+/// The stale bytes after a chunk's payload are not data; a room that is not the payload's
+/// (too small, or a size the program never reserves) is a broken record, not data.
+#[test]
+fn chunk_room_padding_is_dropped_and_a_wrong_room_is_refused() {
+    let recs = vec![
+        sock(0, 5, Queue::UnixRecv, &[3]),
+        item(1, 5, 0, Queue::UnixRecv, 3),
+        data(2, 5, 0, 0, b"abc"),
+        end(3, 0),
+    ];
+    let socks = finish(1, 0, decode_stream(&recs).unwrap()).unwrap();
+    assert_eq!(socks[0].queue_data(Queue::UnixRecv), b"abc");
+    for room in [3, 32, 128] {
+        let recs = vec![
+            sock(0, 5, Queue::UnixRecv, &[3]),
+            item(1, 5, 0, Queue::UnixRecv, 3),
+            data_in_room(2, 5, 0, 0, b"abc", room),
+            end(3, 0),
+        ];
+        let err = decode_stream(&recs).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{room} bytes of room says it carries 3")),
+            "{err}"
+        );
+    }
 }
 
 fn end(seq: u32, error: i32) -> Vec<u8> {
