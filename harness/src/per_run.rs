@@ -7,7 +7,7 @@
 //! another run. Without nextest (`cargo test`, one process) the work is simply done.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The file `key`'s result of run `run_id` is saved in (extension added by the caller).
 fn run_file(key: &str, run_id: &str) -> PathBuf {
@@ -23,6 +23,18 @@ fn run_file(key: &str, run_id: &str) -> PathBuf {
             .collect()
     };
     std::env::temp_dir().join(format!("crib-{}-{}", safe(key), safe(run_id)))
+}
+
+/// Open (creating it) and exclusively `flock` the file at `path`, waiting for another holder;
+/// the lock goes with the returned value. For "one process computes, the others wait and read".
+pub fn lock_exclusive(path: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))
 }
 
 /// `compute()`'s text, once per nextest run (see the module docs). A failed `compute()` is
@@ -50,19 +62,10 @@ fn once_in<E>(
     };
     let lock_path = base.with_extension("lock");
     let res_path = base.with_extension("results");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path);
-    let lock = match lock {
-        Ok(f) => f,
-        Err(e) => return Err(lock_err(format!("{}: {e}", lock_path.display()))),
-    };
     // Released when `_lock` is dropped, at the end of this function.
-    let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive) {
+    let _lock = match lock_exclusive(&lock_path) {
         Ok(l) => l,
-        Err((_, e)) => return Err(lock_err(format!("flock {}: {e}", lock_path.display()))),
+        Err(e) => return Err(lock_err(format!("lock {}: {e}", lock_path.display()))),
     };
     if let Ok(t) = std::fs::read_to_string(&res_path) {
         return Ok(t);

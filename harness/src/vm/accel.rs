@@ -132,22 +132,11 @@ pub fn choose_accel(kernel: &Kernel) -> Result<AccelChoice, VmError> {
     })?;
     let path = cache.join("accel-probe");
     let lock_path = cache.join("accel-probe.lock");
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| VmError::Io {
-            what: format!("open {}", lock_path.display()),
-            source,
-        })?;
     // Several test processes may start at once: one probes, the others wait and read.
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(
-        |(_, e)| VmError::Io {
-            what: format!("lock {}", lock_path.display()),
-            source: e.into(),
-        },
-    )?;
+    let _lock = crate::per_run::lock_exclusive(&lock_path).map_err(|source| VmError::Io {
+        what: format!("lock {}", lock_path.display()),
+        source,
+    })?;
     let key = probe_key();
     if let Some(c) = std::fs::read_to_string(&path)
         .ok()
