@@ -46,6 +46,13 @@ fn main() {
         .write_to_file(out.join("records.rs"))
         .expect("cannot write records.rs");
 
+    // Benchmarks print how the harness was built: user space's share of a dump depends on it.
+    println!(
+        "cargo:rustc-env=CRIB_HARNESS_BUILD={} build, opt-level {}",
+        env::var("PROFILE").unwrap_or_else(|_| "unknown".into()),
+        env::var("OPT_LEVEL").unwrap_or_else(|_| "?".into())
+    );
+
     let bpf_out = out.join("bpf");
     fs::create_dir_all(&bpf_out).unwrap();
     println!("cargo:rustc-env=CRIB_BPF_DIR={}", bpf_out.display());

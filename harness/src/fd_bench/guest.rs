@@ -15,7 +15,13 @@ pub struct Machine {
     pub hypervisor_signature: Option<String>,
     pub cpus: usize,
     pub cpu_model: Option<String>,
+    /// How this harness was built ([`HARNESS_BUILD`])
+    pub harness_build: String,
 }
+
+/// Cargo profile and opt-level of this build: user space's share of every dump depends on it
+/// (the dev profile is `opt-level = 1`; benchmarks are meant to run a `--release` build).
+pub const HARNESS_BUILD: &str = env!("CRIB_HARNESS_BUILD");
 
 impl Machine {
     pub fn probe() -> Machine {
@@ -41,6 +47,7 @@ impl Machine {
             hypervisor_signature: sig,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_model,
+            harness_build: HARNESS_BUILD.to_string(),
         }
     }
 }

@@ -223,12 +223,13 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             s,
-            "fd dump benchmark: kernel {} ({}), {}, {} CPUs, {} rounds, {}",
+            "fd dump benchmark: kernel {} ({}), {}, {} CPUs, {} rounds, harness {}, {}",
             m.kernel_release,
             m.flavor.as_deref().unwrap_or("?"),
             m.accel,
             m.cpus,
             self.rounds,
+            m.harness_build,
             self.date_utc
         );
         let _ = writeln!(

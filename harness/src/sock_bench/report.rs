@@ -128,11 +128,12 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "bench-socks: {} kernel {}, {} CPUs; {} bytes written each way per connection, \
-             SO_RCVBUF {} on both ends; {} rounds",
+            "bench-socks: {} kernel {}, {} CPUs, harness {}; {} bytes written each way per \
+             connection, SO_RCVBUF {} on both ends; {} rounds",
             self.flavor.as_deref().unwrap_or("?"),
             self.kernel,
             self.cpus,
+            crate::fd_bench::guest::HARNESS_BUILD,
             self.bytes,
             self.rcvbuf,
             self.rounds

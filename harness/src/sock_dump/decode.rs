@@ -162,7 +162,11 @@ impl SockDecoder {
         let src = (queue == Queue::UdpRecv)
             .then(|| addr_of(fam, &r.src_addr, u16::from_be(r.src_port)))
             .flatten();
-        let at = s.queues[queue as usize].len();
+        let q = &mut s.queues[queue as usize];
+        // Room for the item's bytes up front, not by doubling as its chunks arrive (capped: a
+        // damaged record must not make one huge allocation).
+        q.reserve((r.len as usize).min(1 << 20));
+        let at = q.len();
         s.items.push(Item {
             index: r.index,
             queue,
