@@ -58,6 +58,8 @@ pub enum DumpError {
     Run { prog: String, source: LoaderError },
     #[error("draining the ring buffer: {0}")]
     Drain(LoaderError),
+    #[error("reading the ring buffer in place: {0}")]
+    InPlace(#[from] super::ringview::RingViewError),
     #[error("{}", target_message(*.pid, *.errno, *.zombie))]
     Target {
         pid: i32,

@@ -18,6 +18,7 @@ mod files;
 pub mod kfuncs;
 mod program;
 pub mod report;
+pub mod ringview;
 pub mod stream;
 
 use std::path::Path;

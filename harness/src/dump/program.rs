@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
 use libbpf_rs::{Map, MapCore, RingBuffer, RingBufferBuilder};
 
+use super::ringview::{RingMap, RingSpan, RingViewError};
 use super::stream::RecordSink;
 use super::{kfuncs, DumpError};
 use crate::loader::{self, LoadOpts, Loaded, LoaderError};
@@ -17,6 +20,8 @@ use crate::loader::{self, LoadOpts, Loaded, LoaderError};
 /// BPF_PROG_RUN with a context. The dump program and `file_read`'s programs are run this way.
 pub struct RingbufProgram {
     reader: SinkReader,
+    /// The same ring buffer mapped for reading records in place ([`Self::run_in_place`])
+    ring: RingMap,
     loaded: Loaded,
     obj: PathBuf,
     prog: &'static str,
@@ -79,8 +84,10 @@ impl RingbufProgram {
             .find(|m| m.name() == map)
             .ok_or_else(missing)?;
         let reader = SinkReader::open(&ringbuf).map_err(DumpError::Drain)?;
+        let ring = RingMap::open(ringbuf.as_fd(), ringbuf.max_entries())?;
         Ok(Self {
             reader,
+            ring,
             loaded,
             obj: obj.to_path_buf(),
             prog,
@@ -135,12 +142,41 @@ impl RingbufProgram {
         ctx: &mut T,
         sink: S,
     ) -> Result<(i32, S, RunTimes), DumpError> {
+        let (retval, run) = self.run_only(ctx)?;
+        let t1 = Instant::now();
+        let sink = self.reader.consume(sink).map_err(DumpError::Drain)?;
+        let times = RunTimes {
+            run,
+            consume: t1.elapsed(),
+        };
+        Ok((retval, sink, times))
+    }
+
+    /// Run the program once with `ctx` and leave its records where it wrote them: the span
+    /// reads them in place, and their room goes back to the kernel when it is dropped. A
+    /// zero-copy reader can keep pointing into the records (through [`RingSpan::slice`]) for
+    /// as long as it holds the span; no other run of this program starts meanwhile.
+    pub fn run_in_place<T: Copy>(
+        &self,
+        ctx: &mut T,
+    ) -> Result<(i32, RingSpan<'_>, Duration), DumpError> {
+        let (retval, run) = self.run_only(ctx)?;
+        Ok((retval, self.ring.span()?, run))
+    }
+
+    /// The `BPF_PROG_RUN` system call alone, after dropping what an earlier, aborted run left
+    /// behind; its return value and duration.
+    fn run_only<T: Copy>(&self, ctx: &mut T) -> Result<(i32, Duration), DumpError> {
         let missing = || DumpError::Missing(self.obj.clone(), self.prog.into(), self.map.into());
         let obj = self.loaded.object.as_ref().ok_or_else(missing)?;
         let prog = obj
             .progs()
             .find(|p| p.name() == self.prog)
             .ok_or_else(missing)?;
+        // A span still reading records in place would see its room handed back below.
+        if self.ring.is_held() {
+            return Err(RingViewError::Held.into());
+        }
         // Whatever an earlier, aborted run left behind is not part of this run.
         self.reader.consume(()).map_err(DumpError::Drain)?;
         let t0 = Instant::now();
@@ -148,13 +184,7 @@ impl RingbufProgram {
             prog: self.prog.into(),
             source,
         })?;
-        let t1 = Instant::now();
-        let sink = self.reader.consume(sink).map_err(DumpError::Drain)?;
-        let times = RunTimes {
-            run: t1 - t0,
-            consume: t1.elapsed(),
-        };
-        Ok((retval, sink, times))
+        Ok((retval, t0.elapsed()))
     }
 }
 

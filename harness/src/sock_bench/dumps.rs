@@ -2,7 +2,7 @@
 
 use super::SockBenchError;
 use crate::criu_dump::{self, TcpSock};
-use crate::sock_dump::{self, Queue, SockDump, SockDumper};
+use crate::sock_dump::{self, InPlaceDump, Queue, SockDump, SockDumper};
 use crate::sock_truth::TcpWindow;
 
 /// A CRIB socket dump as a [`TcpSock`], its queues' bytes moved, not copied (but for a send
@@ -78,9 +78,39 @@ pub(super) fn tcp_socks(dumps: Vec<SockDump>) -> Result<Vec<TcpSock>, SockBenchE
     Ok(v)
 }
 
-/// CRIB: one program run, decoded, as [`TcpSock`]s.
+/// CRIB copying the bytes out: one program run, decoded, as [`TcpSock`]s.
 pub fn crib_dump(d: &SockDumper, pid: i32) -> Result<Vec<TcpSock>, SockBenchError> {
     tcp_socks(d.dump(pid, None)?)
+}
+
+/// CRIB as the benchmark times it: one program run, the records decoded and checked where
+/// they lie, and every queue of every socket resolved to its chunks in the ring buffer (what a
+/// checkpoint writer would hand to `writev()`); the bytes are not copied. The dump holds the
+/// ring buffer's room until it is dropped.
+pub fn crib_dump_in_place(d: &SockDumper, pid: i32) -> Result<InPlaceDump<'_>, SockBenchError> {
+    let dump = d.dump_in_place(pid, None)?;
+    let mut chunks = 0;
+    for s in &dump.socks {
+        for q in Queue::ALL {
+            let c = dump.chunks(s, q).ok_or_else(|| {
+                SockBenchError::Check(format!(
+                    "CRIB dump, fd {} queue {q}: a chunk outside the run's records",
+                    s.sock.fd
+                ))
+            })?;
+            chunks += c.len();
+        }
+    }
+    std::hint::black_box(chunks);
+    Ok(dump)
+}
+
+/// An in-place CRIB dump as [`TcpSock`]s (the bytes copied out: for comparing, not timed).
+pub fn tcp_socks_in_place(dump: &InPlaceDump<'_>) -> Result<Vec<TcpSock>, SockBenchError> {
+    let owned = dump.to_owned().ok_or_else(|| {
+        SockBenchError::Check("CRIB dump: a chunk outside the run's records".into())
+    })?;
+    tcp_socks(owned)
 }
 
 /// CRIU's method, as [`TcpSock`]s.

@@ -7,8 +7,11 @@
 //! bytes in its receive queue and bytes its peer's closed window holds back in its send queue.
 //!
 //! - **CRIB**: one `BPF_PROG_RUN` of `selftests/progs/dump_socks.bpf.c` for the target pid
-//!   (`sock_dump::SockDumper`: run, drain the ring buffer, decode and check the records), the
-//!   TCP sockets turned into [`TcpSock`]. Loading the program is timed apart, once.
+//!   (`sock_dump::SockDumper::dump_in_place`: run, decode and check the records where they
+//!   lie in the ring buffer, every queue resolved to its chunks there; the bytes are not
+//!   copied, as a checkpoint writer would `writev()` them from there). For the comparisons
+//!   (not timed) the bytes are then copied into [`TcpSock`]s. Loading the program is timed
+//!   apart, once; the copying dump (`SockDumper::dump`) is measured in the parts line.
 //! - **CRIU's method** (`criu_dump.rs`, no BPF): sock_diag, `pidfd_getfd()` per fd, repair
 //!   mode, `TCP_QUEUE_SEQ` and a peek per queue, as CRIU's libsoccr.
 //!
@@ -36,7 +39,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use dumps::tcp_socks;
-pub use dumps::{crib_dump, criu_method_dump, tcp_sock_of};
+pub use dumps::{crib_dump, crib_dump_in_place, criu_method_dump, tcp_sock_of, tcp_socks_in_place};
 use report::us;
 pub use report::{CribParts, Report, ResultLine, SizeReport, RESULT_PREFIX};
 pub use target::SockTarget;
@@ -198,7 +201,12 @@ fn crib_parts(d: &SockDumper, pid: i32) -> Result<CribParts, SockBenchError> {
     let v = tcp_socks(socks)?;
     let convert = t.elapsed();
     drop(v);
+    let t = Instant::now();
+    let dump = crib_dump_in_place(d, pid)?;
+    let in_place = t.elapsed();
+    drop(dump);
     Ok(CribParts {
+        in_place,
         run_drain,
         prog: match (before, after) {
             (Some(b), Some(a)) if a > b => Some(Duration::from_nanos(a - b)),
@@ -215,7 +223,8 @@ fn crib_parts(d: &SockDumper, pid: i32) -> Result<CribParts, SockBenchError> {
 fn equal_dumps(d: &SockDumper, pid: i32) -> Result<(Vec<TcpSock>, u32), SockBenchError> {
     let mut last = Vec::new();
     for attempt in 1..=EQUAL_ATTEMPTS {
-        let a = crib_dump(d, pid)?;
+        // The timed CRIB dump (bytes left in place) and the copying one must agree too.
+        let a = tcp_socks_in_place(&crib_dump_in_place(d, pid)?)?;
         let c = criu_method_dump(pid)?;
         let b = crib_dump(d, pid)?;
         let moved = criu_dump::compare(&a, &b, 5);
@@ -349,12 +358,14 @@ fn timed_round(
     let (mut crib, mut criu) = (0.0, 0.0);
     for which in [crib_first, !crib_first] {
         let t = Instant::now();
-        let got = if which {
-            crib_dump(d, pid)?
+        let (e, got) = if which {
+            let dump = crib_dump_in_place(d, pid)?;
+            let e = us(t.elapsed());
+            (e, tcp_socks_in_place(&dump)?)
         } else {
-            criu_method_dump(pid)?
+            let got = criu_method_dump(pid)?;
+            (us(t.elapsed()), got)
         };
-        let e = us(t.elapsed());
         let diff = criu_dump::compare(reference, &got, 5);
         if !diff.is_empty() {
             return Ok(Err(format!(

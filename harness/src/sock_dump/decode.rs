@@ -6,7 +6,7 @@
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{errno_str, Item, Queue, SockDump, SockRecord, F_V6};
+use super::{errno_str, Item, Queue, QueueStore, SockDump, SockRecord, F_V6};
 use crate::dump::stream::{bad_record, fixed_record};
 use crate::dump::{read_pod, DumpError, EndRecord, RecordSink, StreamCheck};
 use crate::records::{
@@ -57,8 +57,8 @@ fn decode_sock(r: &crib_rec_sock) -> SockRecord {
 
 /// The result of one program run, decoded and checked for internal completeness.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawSockDump {
-    pub socks: Vec<SockDump>,
+pub struct RawSockDump<Q: QueueStore = Vec<u8>> {
+    pub socks: Vec<SockDump<Q>>,
     pub end: Option<EndRecord>,
 }
 
@@ -72,22 +72,33 @@ const MAX_RESERVE: u64 = 64 << 20;
 /// exactly the items it announced, and that the snapshot's per-queue counts and byte totals
 /// equal the items'. The first problem stops the decoding and is kept.
 #[derive(Debug, Default)]
-pub struct SockDecoder {
+pub struct SockDecoder<Q: QueueStore = Vec<u8>> {
     check: StreamCheck,
     /// `CRIB_SOCK_DUMP_F_NO_ITEMS`: socket records only
     summaries: bool,
-    socks: Vec<SockDump>,
+    socks: Vec<SockDump<Q>>,
     error: Option<DumpError>,
     /// the last record, if it was an end record (also after an error)
     last_end: Option<EndRecord>,
 }
 
 impl SockDecoder {
-    /// A decoder for a dump with packets, or (`summaries`) of socket records only.
+    /// A decoder for a dump with packets, or (`summaries`) of socket records only, that
+    /// copies each queue's bytes into a vector.
     pub fn new(summaries: bool) -> Self {
+        Self::with_store(summaries)
+    }
+}
+
+impl<Q: QueueStore> SockDecoder<Q> {
+    /// [`SockDecoder::new`], keeping the queues' bytes in `Q`.
+    pub fn with_store(summaries: bool) -> Self {
         Self {
+            check: StreamCheck::default(),
             summaries,
-            ..Self::default()
+            socks: Vec::new(),
+            error: None,
+            last_end: None,
         }
     }
 
@@ -108,10 +119,10 @@ impl SockDecoder {
                 if self.summaries && sock.nr_items != 0 {
                     return Err(bad(format!("fd {}: items in a summary", sock.fd)));
                 }
-                let mut s = SockDump::new(sock);
+                let mut s = SockDump::<Q>::new(sock);
                 if !self.summaries {
                     for (q, &b) in s.queues.iter_mut().zip(&s.sock.bytes) {
-                        q.reserve_exact(b.min(MAX_RESERVE) as usize);
+                        q.reserve(b.min(MAX_RESERVE) as usize);
                     }
                 }
                 self.socks.push(s);
@@ -162,11 +173,7 @@ impl SockDecoder {
         let src = (queue == Queue::UdpRecv)
             .then(|| addr_of(fam, &r.src_addr, u16::from_be(r.src_port)))
             .flatten();
-        let q = &mut s.queues[queue as usize];
-        // Room for the item's bytes up front, not by doubling as its chunks arrive (capped: a
-        // damaged record must not make one huge allocation).
-        q.reserve((r.len as usize).min(1 << 20));
-        let at = q.len();
+        let at = s.queues[queue as usize].len();
         s.items.push(Item {
             index: r.index,
             queue,
@@ -225,7 +232,7 @@ impl SockDecoder {
             )));
         }
         let q = &mut queues[item.queue as usize];
-        q.extend_from_slice(payload);
+        q.append(payload);
         item.data.end = q.len();
         Ok(())
     }
@@ -239,7 +246,7 @@ impl SockDecoder {
     }
 
     /// What was decoded, or the first problem.
-    pub fn into_raw(self) -> Result<RawSockDump, DumpError> {
+    pub fn into_raw(self) -> Result<RawSockDump<Q>, DumpError> {
         match self.error {
             Some(e) => Err(e),
             None => Ok(RawSockDump {
@@ -252,7 +259,7 @@ impl SockDecoder {
     /// Judge one run of pid `pid` that returned `retval`: only a complete dump is Ok. A run
     /// that says it failed (a full ring buffer above all) is reported as such, not as the gap
     /// its lost records leave in the stream.
-    pub fn judge(self, pid: i32, retval: i32) -> Result<Vec<SockDump>, DumpError> {
+    pub fn judge(self, pid: i32, retval: i32) -> Result<Vec<SockDump<Q>>, DumpError> {
         if let Some(end) = self.last_end {
             if end.error != 0 || end.nr_dropped != 0 || retval != 0 {
                 let end = Some(end);
@@ -270,7 +277,7 @@ impl SockDecoder {
     }
 }
 
-impl RecordSink for SockDecoder {
+impl<Q: QueueStore> RecordSink for SockDecoder<Q> {
     fn record(&mut self, bytes: &[u8]) {
         self.last_end = EndRecord::parse(bytes);
         if self.error.is_none() {
@@ -313,7 +320,7 @@ fn check_item_complete(index: usize, fd: u32, item: &Item) -> Result<(), DumpErr
     Ok(())
 }
 
-fn check_sock_complete(index: usize, s: &SockDump) -> Result<(), DumpError> {
+fn check_sock_complete<Q: QueueStore>(index: usize, s: &SockDump<Q>) -> Result<(), DumpError> {
     let bad = |reason: String| bad_record(index, reason);
     if let Some(last) = s.items.last() {
         check_item_complete(index, s.sock.fd, last)?;
@@ -329,7 +336,7 @@ fn check_sock_complete(index: usize, s: &SockDump) -> Result<(), DumpError> {
     for q in Queue::ALL {
         let nr = s.queue(q).count();
         let bytes: u64 = s.queue(q).map(|i| u64::from(i.len)).sum();
-        let held = s.queue_data(q).len() as u64;
+        let held = s.queue_store(q).len() as u64;
         if nr != s.sock.nr_of(q) as usize || bytes != s.sock.bytes_of(q) || held != bytes {
             return Err(bad(format!(
                 "fd {} queue {q}: snapshot info says {} packets / {} bytes, the items are {nr} / \
@@ -351,7 +358,11 @@ fn check_sock_complete(index: usize, s: &SockDump) -> Result<(), DumpError> {
 }
 
 /// Judge one run: only a complete dump is Ok.
-pub fn finish(pid: i32, retval: i32, raw: RawSockDump) -> Result<Vec<SockDump>, DumpError> {
+pub fn finish<Q: QueueStore>(
+    pid: i32,
+    retval: i32,
+    raw: RawSockDump<Q>,
+) -> Result<Vec<SockDump<Q>>, DumpError> {
     let incomplete = |reason: String| DumpError::Incomplete { pid, reason };
     let Some(end) = raw.end else {
         return Err(incomplete(format!(

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::path::Path;
 
+use crate::dump::ringview::RingSpan;
 use crate::dump::{DumpError, RecordSink, RingbufProgram};
 use crate::records::{crib_sock_dump_ctx, CRIB_SOCK_DUMP_F_NO_ITEMS, CRIB_SOCK_NR_QUEUES};
 
@@ -150,21 +151,80 @@ pub struct Item {
     pub data: Range<usize>,
 }
 
-/// One socket and its packets, in the order the kernel walked them, with the bytes of each
-/// queue in one vector.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SockDump {
-    pub sock: SockRecord,
-    pub items: Vec<Item>,
-    queues: [Vec<u8>; NR_QUEUES],
+/// Where a [`SockDump`] keeps each queue's bytes: copied into one vector per queue
+/// (`Vec<u8>`, the default), or left in the ring buffer where the program wrote them
+/// ([`InRing`]).
+pub trait QueueStore: Default + std::fmt::Debug + Clone + PartialEq + Eq + Send + 'static {
+    /// Append one chunk: bytes inside the record being decoded.
+    fn append(&mut self, bytes: &[u8]);
+    /// Bytes held.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Room for `n` bytes, announced by the socket record (a hint).
+    fn reserve(&mut self, n: usize);
 }
 
-impl SockDump {
+impl QueueStore for Vec<u8> {
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn reserve(&mut self, n: usize) {
+        self.reserve_exact(n);
+    }
+}
+
+/// A queue's bytes not copied: where each chunk is in the ring buffer, read back through the
+/// run's [`RingSpan`] (a checkpoint writer would hand the chunks to `writev()` as they are).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InRing {
+    /// address and length of each chunk, in order
+    chunks: Vec<(usize, usize)>,
+    len: usize,
+}
+
+impl QueueStore for InRing {
+    fn append(&mut self, bytes: &[u8]) {
+        self.chunks.push((bytes.as_ptr() as usize, bytes.len()));
+        self.len += bytes.len();
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn reserve(&mut self, _: usize) {}
+}
+
+impl InRing {
+    /// The chunks, in order, read in place through `span`, the run they were decoded from;
+    /// None if one of them is not in it.
+    pub fn chunks<'s>(&self, span: &'s RingSpan<'_>) -> Option<Vec<&'s [u8]>> {
+        self.chunks
+            .iter()
+            .map(|&(addr, len)| span.slice(addr, len))
+            .collect()
+    }
+}
+
+/// One socket and its packets, in the order the kernel walked them, with the bytes of each
+/// queue in one [`QueueStore`] (by default a vector).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SockDump<Q: QueueStore = Vec<u8>> {
+    pub sock: SockRecord,
+    pub items: Vec<Item>,
+    queues: [Q; NR_QUEUES],
+}
+
+impl<Q: QueueStore> SockDump<Q> {
     /// A socket with no packets (yet).
     pub fn new(sock: SockRecord) -> Self {
         Self {
             sock,
-            ..Self::default()
+            items: Vec::new(),
+            queues: Default::default(),
         }
     }
 
@@ -173,6 +233,13 @@ impl SockDump {
         self.items.iter().filter(move |i| i.queue == q)
     }
 
+    /// Where queue `q`'s bytes are.
+    pub fn queue_store(&self, q: Queue) -> &Q {
+        &self.queues[q as usize]
+    }
+}
+
+impl SockDump {
     /// The bytes of queue `q`: its packets' bytes, in order.
     pub fn queue_data(&self, q: Queue) -> &[u8] {
         &self.queues[q as usize]
@@ -193,6 +260,39 @@ impl SockDump {
         self.queues[item.queue as usize]
             .get(item.data.clone())
             .unwrap_or_default()
+    }
+}
+
+/// The sockets of one run, their bytes left in the ring buffer ([`SockDumper::dump_in_place`]);
+/// the ring buffer's room is given back when this is dropped.
+pub struct InPlaceDump<'a> {
+    pub socks: Vec<SockDump<InRing>>,
+    pub span: RingSpan<'a>,
+}
+
+impl InPlaceDump<'_> {
+    /// Queue `q` of `sock` (one of `self.socks`) as the chunks in the ring buffer.
+    pub fn chunks(&self, sock: &SockDump<InRing>, q: Queue) -> Option<Vec<&[u8]>> {
+        sock.queue_store(q).chunks(&self.span)
+    }
+
+    /// The dump with every queue's bytes copied out, as [`SockDumper::dump`] gives it; None if
+    /// a chunk is not in this run's records.
+    pub fn to_owned(&self) -> Option<Vec<SockDump>> {
+        self.socks
+            .iter()
+            .map(|s| {
+                let mut queues: [Vec<u8>; NR_QUEUES] = Default::default();
+                for q in Queue::ALL {
+                    queues[q as usize] = self.chunks(s, q)?.concat();
+                }
+                Some(SockDump {
+                    sock: s.sock.clone(),
+                    items: s.items.clone(),
+                    queues,
+                })
+            })
+            .collect()
     }
 }
 
@@ -251,6 +351,18 @@ impl SockDumper {
     pub fn dump(&self, pid: i32, fd: Option<i32>) -> Result<Vec<SockDump>, DumpError> {
         let (retval, dec) = self.run_into(pid, fd, SockDecoder::new(false))?;
         dec.judge(pid, retval)
+    }
+
+    /// [`SockDumper::dump`] without copying the packet bytes out of the ring buffer: the
+    /// records are decoded and checked as they lie, and each queue keeps where its chunks are.
+    pub fn dump_in_place(&self, pid: i32, fd: Option<i32>) -> Result<InPlaceDump<'_>, DumpError> {
+        let (retval, span, _) = self.prog.run_in_place(&mut Self::ctx(pid, fd, 0, 0))?;
+        let mut dec = SockDecoder::<InRing>::with_store(false);
+        for r in span.records() {
+            dec.record(r?);
+        }
+        let socks = dec.judge(pid, retval)?;
+        Ok(InPlaceDump { socks, span })
     }
 
     /// Every socket of `pid` with its queues' packet counts and byte totals only, no packets

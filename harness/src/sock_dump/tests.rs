@@ -135,6 +135,42 @@ fn complete_socket_dump_decodes() {
 }
 
 #[test]
+fn in_ring_decoding_keeps_where_each_chunk_is_and_checks_the_same() {
+    let big = vec![7u8; CRIB_SOCK_CHUNK as usize];
+    let recs = vec![
+        sock(0, 5, Queue::UnixRecv, &[3, CRIB_SOCK_CHUNK + 1]),
+        item(1, 5, 0, Queue::UnixRecv, 3),
+        data(2, 5, 0, 0, b"abc"),
+        item(3, 5, 1, Queue::UnixRecv, CRIB_SOCK_CHUNK + 1),
+        data(4, 5, 1, 0, &big),
+        data(5, 5, 1, CRIB_SOCK_CHUNK, b"z"),
+        end(6, 0),
+    ];
+    let mut d = SockDecoder::<InRing>::with_store(false);
+    for r in &recs {
+        d.record(r);
+    }
+    let socks = d.judge(1, 0).unwrap();
+    let q = socks[0].queue_store(Queue::UnixRecv);
+    assert_eq!(q.len(), 4 + CRIB_SOCK_CHUNK as usize);
+    // Each chunk is the payload inside its record, not a copy.
+    let fixed = size_of::<crib_rec_sock_data>();
+    let want: Vec<(usize, usize)> = [(2, 3), (4, CRIB_SOCK_CHUNK as usize), (5, 1)]
+        .iter()
+        .map(|&(i, n)| (recs[i][fixed..].as_ptr() as usize, n))
+        .collect();
+    assert_eq!(q.chunks, want);
+    // The same checks as the copying decoder: a missing chunk is refused.
+    let mut d = SockDecoder::<InRing>::with_store(false);
+    for (i, r) in recs.iter().enumerate() {
+        if i != 5 {
+            d.record(r);
+        }
+    }
+    assert!(d.judge(1, 0).is_err());
+}
+
+#[test]
 fn missing_bytes_items_and_bad_totals_are_rejected() {
     // a chunk missing at the end of an item
     let recs = vec![
