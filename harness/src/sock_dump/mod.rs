@@ -207,6 +207,11 @@ impl InRing {
             .map(|&(addr, len)| span.slice(addr, len))
             .collect()
     }
+
+    /// Address and length of each chunk, in order (read them through [`RingSpan::slice`]).
+    pub fn places(&self) -> &[(usize, usize)] {
+        &self.chunks
+    }
 }
 
 /// One socket and its packets, in the order the kernel walked them, with the bytes of each
