@@ -72,40 +72,53 @@ __u32 nr_seq, nr_dropped, item_done;
 __s32 read_err;
 
 /*
- * Identity, addresses, and for TCP the windows and scales (read with CO-RE
- * probe reads: a dump only reads). A global function, verified once.
+ * Identity, addresses, and for TCP the windows and scales. A global
+ * function, verified once. @sk_addr is an untrusted pointer (bpf_core_cast()):
+ * each field is a plain CO-RE load, which the verifier emits as a
+ * BPF_PROBE_MEM load (one instruction, a fault fixed up to 0) instead of a
+ * bpf_probe_read_kernel() call per field, as crib_fill_file() does. The
+ * window scales are bitfields, which only the probed read reaches.
  */
 __noinline int fill_sock(struct crib_rec_sock *rec, __u64 sk_addr)
 {
-	struct sock *sk = (struct sock *)sk_addr;
-	struct tcp_sock *tp = (struct tcp_sock *)sk_addr;
+	struct sock *sk = bpf_core_cast((void *)sk_addr, struct sock);
+	struct tcp_sock *tp = bpf_core_cast((void *)sk_addr, struct tcp_sock);
+	struct sock_common *c = &sk->__sk_common;
 
 	if (!rec)
 		return -1;
-	rec->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	rec->type = BPF_CORE_READ(sk, sk_type);
-	rec->protocol = BPF_CORE_READ(sk, sk_protocol);
-	rec->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	rec->family = c->skc_family;
+	rec->type = sk->sk_type;
+	rec->protocol = sk->sk_protocol;
+	rec->state = c->skc_state;
 	if (rec->family == AF_INET || rec->family == AF_INET6) {
-		rec->src_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-		rec->dst_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		rec->src_port = c->skc_num;
+		rec->dst_port = bpf_ntohs(c->skc_dport);
 	}
 	if (rec->family == AF_INET) {
-		/* (BPF_CORE_READ_INTO() would read sizeof(rec->src_addr[0])) */
-		bpf_core_read(rec->src_addr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(rec->dst_addr, 4, &sk->__sk_common.skc_daddr);
+		__u32 src = c->skc_rcv_saddr, dst = c->skc_daddr;
+
+		__builtin_memcpy(rec->src_addr, &src, 4);
+		__builtin_memcpy(rec->dst_addr, &dst, 4);
 	} else if (rec->family == AF_INET6) {
-		bpf_core_read(rec->src_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(rec->dst_addr, 16, &sk->__sk_common.skc_v6_daddr);
+		__u32 src[4], dst[4];
+		int i;
+
+		for (i = 0; i < 4; i++) {
+			src[i] = c->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			dst[i] = c->skc_v6_daddr.in6_u.u6_addr32[i];
+		}
+		__builtin_memcpy(rec->src_addr, src, 16);
+		__builtin_memcpy(rec->dst_addr, dst, 16);
 	}
 	if ((rec->family == AF_INET || rec->family == AF_INET6) &&
 	    rec->protocol == IPPROTO_TCP) {
-		rec->snd_wl1 = BPF_CORE_READ(tp, snd_wl1);
-		rec->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
-		rec->max_window = BPF_CORE_READ(tp, max_window);
-		rec->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
-		rec->rcv_wup = BPF_CORE_READ(tp, rcv_wup);
-		rec->mss_cache = BPF_CORE_READ(tp, mss_cache);
+		rec->snd_wl1 = tp->snd_wl1;
+		rec->snd_wnd = tp->snd_wnd;
+		rec->max_window = tp->max_window;
+		rec->rcv_wnd = tp->rcv_wnd;
+		rec->rcv_wup = tp->rcv_wup;
+		rec->mss_cache = tp->mss_cache;
 		/*
 		 * The bitfield's offset is relative to the root of the access
 		 * chain: pass tp, not &tp->rx_opt.
