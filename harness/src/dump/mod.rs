@@ -10,8 +10,10 @@
 //! Modules: `files` (the file-table records and when a dump of them is complete), `stream`
 //! (what every dump program's record stream shares, and decoding records in place), `error`
 //! (what went wrong, for a human), `program` (loading and running a ring-buffer program, and
-//! why a load failed), `kfuncs` (whether the kernel has the CRIB kfuncs), `report` (what
-//! `crib dump` prints: the table and the versioned JSON document).
+//! why a load failed), `ringview` (reading a run's records where they lie and holding their
+//! room until the reader is done, for dumps that keep pointing into them), `kfuncs` (whether
+//! the kernel has the CRIB kfuncs), `report` (what `crib dump` prints: the table and the
+//! versioned JSON document).
 
 mod error;
 mod files;

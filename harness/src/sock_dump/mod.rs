@@ -4,7 +4,10 @@
 //!
 //! Records are decoded in place, in the ring buffer's memory ([`SockDecoder`] is the
 //! [`RecordSink`] of the run): the one copy of a queue's bytes is the one into that queue's
-//! byte vector, sized beforehand from the socket record's totals.
+//! byte vector, sized beforehand from the socket record's totals. [`SockDumper::dump_in_place`]
+//! does not make that copy either: each queue keeps where its chunks are in the ring buffer
+//! ([`InRing`]), read back through the run's `RingSpan`, which holds the records' room until
+//! the dump is dropped.
 //!
 //! The layouts come from bindgen (`crate::records`). A dump is returned only when it is
 //! complete: the program returned 0, the end record came last with no error and no drops, every
