@@ -1,6 +1,6 @@
 //! Helpers for tests. For VM test bodies, which run as root inside a guest (`vm::guest_test`):
 //! unloading `crib_kfuncs.ko` and finding a pid no process has. For the library's unit tests
-//! (`cfg(test)`): a [`Kernel`] that exists on no disk.
+//! (`cfg(test)`): a [`Kernel`](crate::kernel::Kernel) that exists on no disk.
 
 use std::ffi::CString;
 use std::path::Path;

@@ -46,7 +46,7 @@ fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> TruthError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FdTruth {
     pub fd: u32,
-    /// readlink /proc/<pid>/fd/<fd>
+    /// readlink `/proc/<pid>/fd/<fd>`
     pub link: String,
     /// fdinfo pos:
     pub pos: u64,
@@ -78,7 +78,7 @@ impl FdTruth {
         }
     }
 
-    /// "[eventfd]" for "anon_inode:[eventfd]".
+    /// `"[eventfd]"` for `"anon_inode:[eventfd]"`.
     pub fn anon_name(&self) -> Option<&str> {
         self.link.strip_prefix("anon_inode:")
     }

@@ -46,7 +46,7 @@ use table::is_bench_file;
 
 /// Object file holding the benchmark programs, relative to [`crate::BPF_DIR`].
 pub const OBJ_FILE: &str = "bench_task_file.bpf.o";
-/// Array map with the first [`CRIB_BENCH_MAX_FAILS`] failures of a run.
+/// Array map with the first [`CRIB_BENCH_MAX_FAILS`](crate::records::CRIB_BENCH_MAX_FAILS) failures of a run.
 pub const FAILS_MAP: &str = "bench_fails";
 /// What mode 4 reports on a kernel whose verifier lacks KF_ITER_NEXT_SCOPED.
 pub const SCOPED_UNAVAILABLE: &str = "not available: needs KF_ITER_NEXT_SCOPED (patched kernel)";

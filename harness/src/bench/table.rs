@@ -12,7 +12,7 @@ use super::{io_err, BenchError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableFd {
     pub fd: u32,
-    /// readlink of /proc/<pid>/fd/<fd>
+    /// readlink of `/proc/<pid>/fd/<fd>`
     pub link: String,
     /// procfs gives the link S_IRUSR iff the file has FMODE_READ
     pub readable: bool,

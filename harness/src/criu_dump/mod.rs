@@ -190,7 +190,7 @@ pub struct DiagSock {
 pub struct Phases {
     /// the sock_diag dumps, parsed
     pub diag: Duration,
-    /// readdir of /proc/<pid>/fd, pidfd_open
+    /// readdir of `/proc/<pid>/fd`, pidfd_open
     pub list: Duration,
     /// pidfd_getfd + fstat + close per fd
     pub getfd: Duration,

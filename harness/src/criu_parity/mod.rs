@@ -5,7 +5,7 @@
 //!   its images with `crit decode`.
 //! - [`criu`]: CRIU's images (crit's JSON) as a [`View`].
 //! - [`crib`]: `crib dump --format json` as a [`View`].
-//! - [`compare`]: which fields agree, which only one side has, and the first disagreement.
+//! - [`compare`](mod@compare): which fields agree, which only one side has, and the first disagreement.
 //!
 //! Field names are shared by both views: `kind`, `cloexec`, `flags` (f_flags without
 //! O_CLOEXEC, octal), `pos`, `path`, `ino`, `dev`, `i_mode`, `mnt_id`, `sock.*`, `queue.*`.

@@ -148,7 +148,7 @@ pub(super) fn target_error(pid: i32, errno: i32) -> DumpError {
     DumpError::Target { pid, errno, zombie }
 }
 
-/// The state letter of /proc/<pid>/stat.
+/// The state letter of `/proc/<pid>/stat`.
 pub fn proc_state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ...": comm may contain spaces and parentheses

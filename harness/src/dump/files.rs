@@ -110,12 +110,12 @@ pub struct FileRecord {
     pub kind: FileKind,
     pub cloexec: bool,
     pub sock: Option<SockInfo>,
-    /// anon_inode name ("[eventfd]", "[pidfd]", ...), for [`FileKind::Anon`]
+    /// anon_inode name (`"[eventfd]"`, `"[pidfd]"`, ...), for [`FileKind::Anon`]
     pub anon_name: Option<String>,
     /// `real_mount(file->f_path.mnt)->mnt_id`, as fdinfo's `mnt_id:`
     pub mnt_id: u32,
     /// The path as `readlink /proc/<pid>/fd/<fd>` shows it to the dumper; `None` unless the
-    /// dump asked for paths ([`Dumper::dump_with_paths`]) or when the kfunc failed
+    /// dump asked for paths ([`Dumper::dump_with_paths`](super::Dumper::dump_with_paths)) or when the kfunc failed
     /// (`path_errno` then says why).
     pub path: Option<PathBuf>,
     /// The positive errno `bpf_iter_task_file_get_path()` failed with, else 0.

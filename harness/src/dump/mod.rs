@@ -43,7 +43,7 @@ pub const OBJ_FILE: &str = "dump_files.bpf.o";
 /// Ring buffer map of the dump program.
 pub const MAP_NAME: &str = "records";
 
-/// O_CLOEXEC as /proc/<pid>/fdinfo prints it (x86-64 and most architectures).
+/// O_CLOEXEC as `/proc/<pid>/fdinfo` prints it (x86-64 and most architectures).
 pub const O_CLOEXEC: u32 = 0o2000000;
 /// FMODE_READ / FMODE_WRITE bits of `file->f_mode` (include/linux/fs.h).
 pub const FMODE_READ: u32 = 1 << 0;

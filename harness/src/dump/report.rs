@@ -61,7 +61,7 @@ pub struct Entry {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_error: Option<String>,
-    /// anon_inode name: "[eventfd]", "[eventpoll]", "[pidfd]", ...
+    /// anon_inode name: `"[eventfd]"`, `"[eventpoll]"`, `"[pidfd]"`, ...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anon_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,7 +80,7 @@ pub struct Socket {
     /// The fields below come from the socket dump; null if it did not cover this fd.
     /// TCP state names (also for unix and UDP, which use the same numbering)
     pub state: Option<String>,
-    /// inet: "addr:port" ("[addr]:port" for IPv6)
+    /// inet: `"addr:port"` (`"[addr]:port"` for IPv6)
     pub local: Option<String>,
     pub remote: Option<String>,
     /// Bytes waiting to be read: TCP receive queue (in order), UDP or unix receive queue

@@ -9,7 +9,7 @@ pub struct Machine {
     pub kernel_release: String,
     /// CRIB_FLAVOR the VM runner set (stock or patched), if any
     pub flavor: Option<String>,
-    /// "kvm", "tcg", "bare metal" or "unknown hypervisor <signature>"
+    /// "kvm", "tcg", "bare metal" or `"unknown hypervisor <signature>"`
     pub accel: String,
     /// The CPUID hypervisor signature, when there is one
     pub hypervisor_signature: Option<String>,

@@ -3,7 +3,7 @@
 //! Fields asked for: f (fd), t (type), o (offset, with `-o`), i (inode), n (name), G (file
 //! flags: fdinfo's `flags:` in hex). lsof has no mount id, and names pipes ("pipe") and unix
 //! sockets ("type=STREAM") its own way, so those rows have no path; an anon inode's name
-//! ("[eventfd:5]": lsof adds the eventfd's id) becomes readlink's "anon_inode:[eventfd]".
+//! (`"[eventfd:5]"`: lsof adds the eventfd's id) becomes readlink's `"anon_inode:[eventfd]"`.
 
 use std::path::Path;
 use std::process::Command;

@@ -44,7 +44,8 @@ impl Method {
         }
     }
 
-    /// The fields this method has (for every fd unless noted in [`Field::note`]).
+    /// The fields this method has (for every fd where it has them: [`FdRow::get`] says None
+    /// where not, e.g. lsof's path of a pipe).
     pub fn fields(self) -> &'static [Field] {
         use Field::*;
         match self {

@@ -26,7 +26,7 @@ pub struct CribParts {
     /// `BPF_PROG_RUN` + draining the ring buffer into the decoder, which checks the records
     /// in place (`SockDumper::dump` without the conversion)
     pub run_decode: Duration,
-    /// turning the dumps into [`TcpSock`]s
+    /// turning the dumps into [`TcpSock`](crate::criu_dump::TcpSock)s
     pub convert: Duration,
     /// what the rounds time for CRIB: `BPF_PROG_RUN` + decoding in place without copying the
     /// bytes (`SockDumper::dump_in_place`) + every queue resolved to its chunks
