@@ -35,6 +35,8 @@ pub enum RingViewError {
     Positions { cons: u64, prod: u64, size: u64 },
     #[error("the records of an earlier run are still held in place (drop its RingSpan first)")]
     Held,
+    #[error("a record at ring position {at} says {len} bytes, past the span's end {end}")]
+    Record { at: u64, len: u32, end: u64 },
 }
 
 /// One ring buffer map, mapped for in-place reading.
@@ -249,7 +251,18 @@ impl<'s> Iterator for RingRecords<'s> {
                 return Some(Err(RingViewError::Busy(at)));
             }
             let n = len & !(BUSY | DISCARD);
-            self.pos += (u64::from(n) + HDR).div_ceil(8) * 8;
+            let next = self.pos + (u64::from(n) + HDR).div_ceil(8) * 8;
+            if next > self.span.end {
+                // Not what the kernel writes; reading on would leave the mapping.
+                let e = RingViewError::Record {
+                    at: self.pos,
+                    len: n,
+                    end: self.span.end,
+                };
+                self.pos = self.span.end;
+                return Some(Err(e));
+            }
+            self.pos = next;
             if len & DISCARD != 0 {
                 continue;
             }
@@ -374,6 +387,28 @@ mod tests {
         let got: Vec<_> = span.records().collect();
         assert_eq!(got.len(), 2);
         assert!(matches!(got[1], Err(RingViewError::Busy(16))), "{got:?}");
+    }
+
+    #[test]
+    fn a_record_longer_than_the_span_is_an_error() {
+        let ring = FakeRing::new(1 << 16);
+        let end = ring.record(0, b"short", 0);
+        ring.write_at(2 * ring.page, &(60_000u32).to_ne_bytes());
+        ring.set_producer(end);
+        let map = ring.map();
+        let span = map.span().expect("span");
+        let got: Vec<_> = span.records().collect();
+        assert!(
+            matches!(
+                got[..],
+                [Err(RingViewError::Record {
+                    at: 0,
+                    len: 60_000,
+                    ..
+                })]
+            ),
+            "{got:?}"
+        );
     }
 
     #[test]
