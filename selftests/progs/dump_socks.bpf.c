@@ -153,7 +153,7 @@ static __always_inline __u32 chunk_room(__u32 n)
 /*
  * Copy @n bytes (1..CRIB_SOCK_CHUNK) at offset @off of the iterator's
  * current element into ring buffer record @dp, whose payload after its fixed
- * part has chunk_room(@n) bytes: straight from the packet, once. The read
+ * part has @room = chunk_room(@n) bytes: straight from the packet, once. The read
  * kfunc and bpf_dynptr_data() take constant sizes, hence one call per room
  * size; the kfunc copies min(room, bytes left) = @n. (Reading a short tail
  * into a global buffer and bpf_dynptr_write()-ing it into an exactly sized
@@ -161,12 +161,13 @@ static __always_inline __u32 chunk_room(__u32 n)
  * Returns 0 or an errno.
  */
 static __always_inline int read_chunk(struct bpf_iter_sock_queue *qit,
-				      struct bpf_dynptr *dp, __u32 off, __u32 n)
+				      struct bpf_dynptr *dp, __u32 off, __u32 n,
+				      __u32 room)
 {
 	const __u32 at = sizeof(struct crib_rec_sock_data);
 	int got;
 
-	switch (chunk_room(n)) {
+	switch (room) {
 	case 64:
 		got = READ_INTO(64);
 		break;
@@ -302,7 +303,7 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 			drec.len = n;
 			err = bpf_dynptr_write(&dp, 0, &drec, sizeof(drec), 0);
 			if (!err)
-				err = read_chunk(&qit, &dp, off, n);
+				err = read_chunk(&qit, &dp, off, n, room);
 			if (err) {
 				/* Nothing short of a kernel bug gets here. */
 				read_err = err;
