@@ -3,11 +3,10 @@
 //! CRIB kfuncs are missing (load the module or boot the patched kernel), the caller may not
 //! load BPF programs, or the verifier rejected the program (with the end of its log).
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use std::os::fd::AsFd;
 
 use libbpf_rs::{Map, MapCore, RingBuffer, RingBufferBuilder};
 
