@@ -44,12 +44,18 @@
  *    never written again by the kernel (pages spliced from a file or sent
  *    with MSG_ZEROCOPY stay the application's to write, as while they wait
  *    to be sent), and a page-frag allocator reuses a page only when it
- *    holds the last reference (skb_page_frag_refill()). So each packet is
- *    copied with pskb_copy(): a private sk_buff, linear part and frag array,
- *    with a reference on each page (and on a frag_list, which the stack
- *    clones before it changes a shared one). The original is not cloned, so
- *    TCP's own paths behave as without a dump. GFP_KERNEL, as the owner may
- *    sleep.
+ *    holds the last reference (skb_page_frag_refill()). So each packet of
+ *    the retransmit and write queues is copied with pskb_copy(): a private
+ *    sk_buff, linear part and frag array, with a reference on each page (and
+ *    on a frag_list, which the stack clones before it changes a shared one).
+ *    Packets of the receive and out-of-order queues are only ever grown by
+ *    skb_try_coalesce(), which leaves a cloned packet alone, so for them a
+ *    clone (shared, refcounted head and frag array) is a private copy: while
+ *    the snapshot lives, data arriving for the tail packet goes into a packet
+ *    of its own instead, as when a packet tap holds a clone. The write queue
+ *    cannot be cloned: tso_fragment() and tcp_mtu_probe() rewrite unsent
+ *    packets' frag arrays without checking for clones. GFP_KERNEL, as the
+ *    owner may sleep.
  *  - UDP receive: udp_recvmsg() takes no socket lock. It takes the
  *    reader_queue lock, then sk_receive_queue's; so do we. Queued
  *    datagrams are never changed, so a clone (shared, refcounted data) is
@@ -137,8 +143,8 @@ static struct crib_sq_cb *crib_sq_cb(struct sk_buff *skb)
 /*
  * crib_sq_add() - add a private copy of @skb to @snap as an element of @queue
  *
- * @copy is a clone (for packets nobody changes once queued), a copy of the
- * metadata sharing the bytes (TCP) or a full copy of @skb, already
+ * @copy is a clone (for packets not changed while cloned), a copy of the
+ * metadata sharing the bytes (TCP send queues) or a full copy of @skb, already
  * allocated. @skip leading bytes of @skb are not data. Returns the element
  * to fill in further, or an ERR_PTR.
  */
@@ -188,8 +194,8 @@ static bool crib_sk_data_elsewhere(struct sock *sk)
 }
 
 /*
- * A private copy of a TCP packet (pskb_copy(): the bytes are shared, see
- * "Locking, per queue" above). Packets of the write and retransmit
+ * A private copy of a TCP packet (a clone, or pskb_copy(); the bytes are
+ * shared, see "Locking, per queue" above). Packets of the write and retransmit
  * queues use skb->tcp_tsorted_anchor (tp->tsorted_sent_queue), which shares
  * its memory with _skb_refdst: copied as it is, the copy would take a
  * reference on a "dst" that is the list's pointer and drop it when freed.
@@ -201,8 +207,8 @@ static struct sk_buff *crib_sq_tcp_copy(struct sk_buff *skb,
 {
 	struct sk_buff *copy;
 
-	if (queue != CRIB_SQ_TCP_RTX && queue != CRIB_SQ_TCP_WRITE)
-		return pskb_copy(skb, GFP_KERNEL_ACCOUNT);
+	if (queue == CRIB_SQ_TCP_RECV || queue == CRIB_SQ_TCP_OFO)
+		return skb_clone(skb, GFP_KERNEL_ACCOUNT);
 	tcp_skb_tsorted_save(skb) {
 		copy = pskb_copy(skb, GFP_KERNEL_ACCOUNT);
 	} tcp_skb_tsorted_restore(skb);
