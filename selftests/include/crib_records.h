@@ -20,16 +20,16 @@ enum crib_rec_type {
 	CRIB_REC_FILE = 2,	/* struct crib_rec_file */
 	CRIB_REC_END = 3,	/* struct crib_rec_end: last record of a dump */
 	CRIB_REC_READ = 4,	/* struct crib_rec_read (file_read.bpf.c) */
-	CRIB_REC_SOCK = 5,	/* struct crib_rec_sock (dump_socks.bpf.c) */
-	CRIB_REC_SOCK_ITEM = 6,	/* struct crib_rec_sock_item: one queued packet */
-	CRIB_REC_SOCK_DATA = 7,	/* struct crib_rec_sock_data: bytes of the last item */
+	CRIB_REC_SOCK = 5,	/* struct crib_rec_sock + packets (dump_socks.bpf.c) */
+	/* 6 and 7: per-packet item and data records, folded into CRIB_REC_SOCK */
 	CRIB_REC_PATH = 8,	/* struct crib_rec_path: path of the last file record */
 };
 
 /* Common header of every record. */
 struct crib_rec_hdr {
 	__u16 type;		/* enum crib_rec_type */
-	__u16 size;		/* size of the whole record in bytes */
+	__u16 size;		/* size of the whole record in bytes (CRIB_REC_SOCK:
+				 * of its fixed part) */
 	__u32 seq;		/* 0, 1, 2, ... within one program run */
 };
 
@@ -169,11 +169,21 @@ struct crib_perm_sync {
 };
 
 /*
- * Socket dumps (dump_socks.bpf.c). Per socket of the target: one
- * crib_rec_sock, then for each queued packet one crib_rec_sock_item followed
- * by the crib_rec_sock_data chunks of its bytes (offsets 0, CHUNK, 2 CHUNK,
- * ...; none for an empty packet); one crib_rec_end closes the dump. Chunk
- * records are sized to their bytes, so a dump's size follows what is queued.
+ * Socket dumps (dump_socks.bpf.c). One crib_rec_sock record per socket of
+ * the target, holding the socket and all its queued packets: the fixed part
+ * (hdr.size bytes), then nr_items packets, each a struct crib_sock_item
+ * followed by its len bytes and zero to seven bytes of padding to the next
+ * multiple of 8 (items_size bytes in all). The program reserves the record
+ * when it knows the snapshot's packet and byte counts but not each packet's
+ * size, so the record runs on past the packets by at most 7 bytes a packet
+ * plus CRIB_SOCK_SLACK, which are not data. A socket's packets can hold more
+ * than the 64 KiB a 16-bit hdr.size counts: the ring buffer's record length
+ * is the record's size. One crib_rec_end closes the dump.
+ *
+ * One record per socket, not one per packet or per chunk of a packet: the
+ * ring buffer's reserve and submit, and user space's step to the next
+ * record, are paid once per socket (issue 7, item 11: they were a fifth of
+ * the program's time at seven records a socket).
  */
 struct crib_sock_dump_ctx {
 	__s32 pid;		/* target, in the caller's pid namespace */
@@ -183,23 +193,24 @@ struct crib_sock_dump_ctx {
 };
 
 /*
- * Only the crib_rec_sock of each socket (per-queue counts and bytes in
- * nr[] and bytes[], nr_items 0): no item or data records.
+ * Only the fixed part of each socket's record (per-queue counts and bytes in
+ * nr[] and bytes[], nr_items 0): no packets.
  */
 #define CRIB_SOCK_DUMP_F_NO_ITEMS	(1U << 0)
 
 /* Number of queues of enum crib_sock_queue (kfuncs/crib.h). */
 #define CRIB_SOCK_NR_QUEUES 8
-/* Most payload bytes per crib_rec_sock_data record. */
-#define CRIB_SOCK_CHUNK 4096
 /*
- * A crib_rec_sock_data record's room for payload: len rounded up to a power
- * of two, at least CRIB_SOCK_ROOM_MIN (so at most CRIB_SOCK_CHUNK). The
- * program copies a packet's bytes straight into the record, and the read
- * kfunc takes a constant size; the room - len bytes after the payload are
- * not data (whatever the ring buffer held there).
+ * The program copies a packet's bytes straight into the record, at most
+ * CRIB_SOCK_CHUNK bytes per read kfunc call, and the read kfunc and
+ * bpf_dynptr_data() take constant sizes: a read of n bytes gets a slice of
+ * n rounded up to a power of two, at least CRIB_SOCK_ROOM_MIN (so at most
+ * CRIB_SOCK_CHUNK), of which it writes n. The slice of the last read can
+ * reach up to CRIB_SOCK_SLACK bytes past the packets.
  */
+#define CRIB_SOCK_CHUNK 4096
 #define CRIB_SOCK_ROOM_MIN 64
+#define CRIB_SOCK_SLACK (CRIB_SOCK_CHUNK / 2)
 
 struct crib_rec_sock {
 	struct crib_rec_hdr hdr;
@@ -212,7 +223,7 @@ struct crib_rec_sock {
 	__u8 pad0;
 	__u16 src_port;		/* host byte order: inet local port */
 	__u16 dst_port;		/* host byte order: inet remote port */
-	__u32 pad1;
+	__u32 items_size;	/* bytes of packets after the fixed part */
 	__u8 src_addr[16];	/* IPv4 in the first 4 bytes for AF_INET */
 	__u8 dst_addr[16];
 	/* From bpf_iter_sock_queue_get_info(): the snapshot's own values. */
@@ -234,12 +245,11 @@ struct crib_rec_sock {
 	__u8 snd_wscale;
 	__u8 rcv_wscale;
 	__u16 pad2;
-	__u32 nr_items;		/* crib_rec_sock_item records that follow */
+	__u32 nr_items;		/* packets that follow */
 };
 
-struct crib_rec_sock_item {
-	struct crib_rec_hdr hdr;
-	__u32 fd;
+/* One packet in a crib_rec_sock record; its len bytes follow. */
+struct crib_sock_item {
 	__u32 index;		/* 0, 1, ... within the socket */
 	__u32 queue;		/* enum crib_sock_queue */
 	__u32 len;		/* data bytes (after skip) */
@@ -250,20 +260,8 @@ struct crib_rec_sock_item {
 	__u32 nr_fds;		/* unix: files passed with the message */
 	__u16 src_port;		/* UDP receive: sender, network byte order */
 	__u16 pad0;
+	__u32 pad1;
 	__u8 src_addr[16];
-};
-
-/*
- * A chunk of the last item's bytes: this fixed part, then len bytes
- * (1..CRIB_SOCK_CHUNK) right after it; hdr.size = sizeof(struct
- * crib_rec_sock_data) + len.
- */
-struct crib_rec_sock_data {
-	struct crib_rec_hdr hdr;
-	__u32 fd;
-	__u32 index;		/* the item's index */
-	__u32 offset;		/* of the first byte within the item's data */
-	__u32 len;		/* bytes that follow */
 };
 
 #endif /* __CRIB_RECORDS_H */

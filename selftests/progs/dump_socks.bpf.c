@@ -5,16 +5,16 @@
  * crib_sock_dump_ctx (target pid in the caller's pid namespace, optionally
  * one fd and a queue mask).
  *
- * Per socket: one struct crib_rec_sock (identity, addresses, the TCP
- * sequence numbers and per-queue totals of the queue snapshot, windows,
- * MSS, window scales), then for every packet of the snapshot one struct
- * crib_rec_sock_item followed by its bytes in struct crib_rec_sock_data
- * chunks, each record only as long as the bytes it carries. When bpf_iter_sock_queue_new() refuses a socket (listening,
- * kTLS, sockmap, MPTCP, ...), the socket record carries its errno in
- * queue_err and no items follow: the dump says so instead of leaving the
- * queues out silently. One struct crib_rec_end closes the dump. With
- * CRIB_SOCK_DUMP_F_NO_ITEMS in the context's flags only the socket records
- * are written (the queues' counts and sizes, no packets).
+ * Per socket one struct crib_rec_sock record (crib_records.h): identity,
+ * addresses, the TCP sequence numbers and per-queue totals of the queue
+ * snapshot, windows, MSS, window scales, then every packet of the snapshot
+ * as a struct crib_sock_item followed by its bytes. When
+ * bpf_iter_sock_queue_new() refuses a socket (listening, kTLS, sockmap,
+ * MPTCP, ...), the record carries its errno in queue_err and no packets:
+ * the dump says so instead of leaving the queues out silently. One struct
+ * crib_rec_end closes the dump. With CRIB_SOCK_DUMP_F_NO_ITEMS in the
+ * context's flags the records carry no packets (the queues' counts and
+ * sizes only).
  *
  * Return value: 0 when everything was written; -ESRCH without such a pid;
  * the task_file iterator's errno; the errno of a failed
@@ -42,16 +42,16 @@ char _license[] SEC("license") = "GPL";
 #define IPPROTO_TCP	6
 
 /*
- * 64 MiB: room for a few sockets with MiBs queued each (a chunk record is
- * its bytes plus 24, plus the ring buffer's 8-byte header, rounded up to 8).
+ * 64 MiB: room for a few sockets with MiBs queued each (a socket's record is
+ * its bytes plus 216, plus 56 and padding per packet, plus the slack of
+ * CRIB_SOCK_SLACK, plus the ring buffer's 8-byte header).
  */
 #define RINGBUF_BYTES	(64 << 20)
 
 /*
  * Chunks per packet: coalesced TCP packets hold far more than 64 KiB (393,204
  * bytes were seen in one receive queue packet over lo), so allow a whole
- * snapshot (CRIB_SQ_MAX_BYTES in kfuncs/crib_sock.c). A packet whose bytes
- * still do not fit ends the dump with -E2BIG.
+ * snapshot (CRIB_SQ_MAX_BYTES in kfuncs/crib_sock.c).
  */
 #define MAX_CHUNKS	((64 << 20) / CRIB_SOCK_CHUNK)
 
@@ -68,25 +68,25 @@ extern void bpf_task_release(struct task_struct *p) __ksym;
  * across loop iterations, so the nested iterator loops converge (see
  * dump_files.bpf.c).
  */
-__u32 nr_seq, nr_dropped, item_done;
+__u32 nr_seq, nr_dropped, item_done, item_at;
 __s32 read_err;
 
 /*
- * Identity, addresses, and for TCP the windows and scales. A global
- * function, verified once. @sk_addr is an untrusted pointer (bpf_core_cast()):
- * each field is a plain CO-RE load, which the verifier emits as a
- * BPF_PROBE_MEM load (one instruction, a fault fixed up to 0) instead of a
- * bpf_probe_read_kernel() call per field, as crib_fill_file() does. The
- * window scales are bitfields, which only the probed read reaches.
+ * Identity, addresses, and for TCP the windows and scales. @sk is the
+ * socket's sock, read from the acquired struct socket: each field is a
+ * plain CO-RE load, which the verifier emits as a BPF_PROBE_MEM load (one
+ * instruction, a fault fixed up to 0) instead of a bpf_probe_read_kernel()
+ * call per field, as crib_fill_file() does. Inlined: a global function
+ * takes no kernel pointer, and reading sock->sk with
+ * bpf_probe_read_kernel() to pass it as a number was a helper call per
+ * socket (4% of the program's samples). The window scales are bitfields,
+ * which only the probed read reaches.
  */
-__noinline int fill_sock(struct crib_rec_sock *rec, __u64 sk_addr)
+static __always_inline void fill_sock(struct crib_rec_sock *rec, struct sock *sk)
 {
-	struct sock *sk = bpf_core_cast((void *)sk_addr, struct sock);
-	struct tcp_sock *tp = bpf_core_cast((void *)sk_addr, struct tcp_sock);
+	struct tcp_sock *tp = bpf_core_cast(sk, struct tcp_sock);
 	struct sock_common *c = &sk->__sk_common;
 
-	if (!rec)
-		return -1;
 	rec->family = c->skc_family;
 	rec->type = sk->sk_type;
 	rec->protocol = sk->sk_protocol;
@@ -126,11 +126,10 @@ __noinline int fill_sock(struct crib_rec_sock *rec, __u64 sk_addr)
 		rec->snd_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.snd_wscale);
 		rec->rcv_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.rcv_wscale);
 	}
-	return 0;
 }
 
 /*
- * A data record's room for @n payload bytes (1..CRIB_SOCK_CHUNK): the power
+ * The slice for reading @n payload bytes (1..CRIB_SOCK_CHUNK): the power
  * of two from CRIB_SOCK_ROOM_MIN up that holds them (crib_records.h).
  */
 static __always_inline __u32 chunk_room(__u32 n)
@@ -142,7 +141,7 @@ static __always_inline __u32 chunk_room(__u32 n)
 	return room;
 }
 
-/* Read the element's bytes at @off into the record's payload, @room_ long. */
+/* Read the element's bytes at @off into the record at @at, @room_ long. */
 #define READ_INTO(room_)						\
 	({								\
 		void *p_ = bpf_dynptr_data(dp, at, (room_));		\
@@ -152,19 +151,19 @@ static __always_inline __u32 chunk_room(__u32 n)
 
 /*
  * Copy @n bytes (1..CRIB_SOCK_CHUNK) at offset @off of the iterator's
- * current element into ring buffer record @dp, whose payload after its fixed
- * part has @room = chunk_room(@n) bytes: straight from the packet, once. The read
+ * current element to offset @at of ring buffer record @dp, through a slice
+ * of @room = chunk_room(@n) bytes: straight from the packet, once. The read
  * kfunc and bpf_dynptr_data() take constant sizes, hence one call per room
- * size; the kfunc copies min(room, bytes left) = @n. (Reading a short tail
- * into a global buffer and bpf_dynptr_write()-ing it into an exactly sized
- * record copied half of all bytes twice: 41% of the program's samples.)
+ * size; the kfunc copies min(room, bytes left) = @n and leaves the rest of
+ * the slice alone (the next packet's place, or the record's slack).
+ * (Reading a short tail into a global buffer and bpf_dynptr_write()-ing it
+ * into place copied half of all bytes twice: 41% of the program's samples.)
  * Returns 0 or an errno.
  */
 static __always_inline int read_chunk(struct bpf_iter_sock_queue *qit,
-				      struct bpf_dynptr *dp, __u32 off, __u32 n,
-				      __u32 room)
+				      struct bpf_dynptr *dp, __u32 at, __u32 off,
+				      __u32 n, __u32 room)
 {
-	const __u32 at = sizeof(struct crib_rec_sock_data);
 	int got;
 
 	switch (room) {
@@ -195,24 +194,41 @@ static __always_inline int read_chunk(struct bpf_iter_sock_queue *qit,
 	return 0;
 }
 
-static __always_inline void *reserve(__u64 size, __u16 type)
+/* The fixed part of a socket's record: who it is and its snapshot's totals. */
+static __always_inline void fill_rec(struct crib_rec_sock *rec, struct socket *sock,
+				     __u32 fd, int err, struct crib_sock_queue_info *info,
+				     __u32 nr)
 {
-	struct crib_rec_hdr *hdr;
+	struct sock *sk;
+	int i;
 
-	hdr = bpf_ringbuf_reserve(&records, size, 0);
-	if (!hdr) {
-		nr_dropped++;
-		return NULL;
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->hdr.type = CRIB_REC_SOCK;
+	rec->hdr.size = sizeof(*rec);
+	rec->hdr.seq = nr_seq;
+	rec->fd = fd;
+	rec->queue_err = err;
+	sk = sock->sk;
+	if (sk)
+		fill_sock(rec, sk);
+	rec->snd_una = info->snd_una;
+	rec->snd_nxt = info->snd_nxt;
+	rec->write_seq = info->write_seq;
+	rec->rcv_nxt = info->rcv_nxt;
+	rec->copied_seq = info->copied_seq;
+	rec->cork_len = info->cork_len;
+	for (i = 0; i < CRIB_SOCK_NR_QUEUES; i++) {
+		rec->nr[i] = info->nr[i];
+		rec->bytes[i] = info->bytes[i];
 	}
-	hdr->type = type;
-	hdr->size = size;
-	hdr->seq = nr_seq++;
-	return hdr;
+	rec->nr_items = nr;
 }
 
 /*
- * One socket: its record, then its packets. The queue iterator's failure
- * goes into the socket record; a failed read ends the dump with its errno.
+ * One socket: one record, reserved once its snapshot's packet and byte
+ * counts are known, long enough for every packet (crib_records.h). The
+ * queue iterator's failure goes into the record; a failed read ends the
+ * dump with its errno.
  */
 static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 queues,
 					bool no_items)
@@ -220,64 +236,66 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 	struct crib_sock_queue_info info = {};
 	struct bpf_iter_sock_queue_item *item;
 	struct bpf_iter_sock_queue qit;
-	struct crib_rec_sock_item *irec;
-	struct crib_rec_sock_data drec;
+	struct crib_sock_item *irec;
 	struct crib_rec_sock *rec;
 	struct bpf_dynptr dp;
-	__u64 sk_addr = 0;
-	__u32 index = 0, i, off, len, n, room;
+	__u64 size, bytes = 0;
+	__u32 index = 0, nr = 0, i, at, off, len, n;
 	int err;
 
 	err = bpf_iter_sock_queue_new(&qit, sock, queues);
 	if (!err)
 		err = bpf_iter_sock_queue_get_info(&qit, &info, sizeof(info));
-
-	rec = reserve(sizeof(*rec), CRIB_REC_SOCK);
-	if (rec) {
-		__builtin_memset((void *)rec + sizeof(rec->hdr), 0,
-				 sizeof(*rec) - sizeof(rec->hdr));
-		rec->fd = fd;
-		rec->queue_err = err;
-		bpf_probe_read_kernel(&sk_addr, sizeof(sk_addr), &sock->sk);
-		fill_sock(rec, sk_addr);
-		rec->snd_una = info.snd_una;
-		rec->snd_nxt = info.snd_nxt;
-		rec->write_seq = info.write_seq;
-		rec->rcv_nxt = info.rcv_nxt;
-		rec->copied_seq = info.copied_seq;
-		rec->cork_len = info.cork_len;
+	if (!err && !no_items) {
 		for (i = 0; i < CRIB_SOCK_NR_QUEUES; i++) {
-			rec->nr[i] = info.nr[i];
-			rec->bytes[i] = info.bytes[i];
-			if (!no_items)
-				rec->nr_items += info.nr[i];
+			nr += info.nr[i];
+			bytes += info.bytes[i];
 		}
-		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 	}
-	if (no_items) {
-		bpf_iter_sock_queue_destroy(&qit);
-		return;
+	size = sizeof(*rec);
+	if (nr)
+		size += (__u64)nr * (sizeof(*irec) + 7) + bytes + CRIB_SOCK_SLACK;
+	if (size > RINGBUF_BYTES) {
+		nr_dropped++;
+		goto out;
 	}
+	if (bpf_ringbuf_reserve_dynptr(&records, size, 0, &dp)) {
+		bpf_ringbuf_discard_dynptr(&dp, 0);
+		nr_dropped++;
+		goto out;
+	}
+	rec = bpf_dynptr_data(&dp, 0, sizeof(*rec));
+	if (!rec) {
+		/* Cannot happen: the record is at least that long. */
+		bpf_ringbuf_discard_dynptr(&dp, 0);
+		read_err = -EFAULT;
+		goto out;
+	}
+	fill_rec(rec, sock, fd, err, &info, nr);
 
-	while ((item = bpf_iter_sock_queue_next(&qit))) {
-		irec = reserve(sizeof(*irec), CRIB_REC_SOCK_ITEM);
-		if (irec) {
-			irec->fd = fd;
-			irec->index = index;
-			irec->queue = item->queue;
-			irec->len = item->len;
-			irec->skip = item->skip;
-			irec->seq = item->seq;
-			irec->end_seq = item->end_seq;
-			irec->flags = item->flags;
-			irec->nr_fds = item->nr_fds;
-			irec->src_port = item->src_port;
-			irec->pad0 = 0;
-			__builtin_memcpy(irec->src_addr, item->src_addr,
-					 sizeof(irec->src_addr));
-			bpf_ringbuf_submit(irec, BPF_RB_NO_WAKEUP);
+	item_at = sizeof(*rec);
+	while (nr && (item = bpf_iter_sock_queue_next(&qit))) {
+		/* NULL past the record: more packets than the snapshot counted. */
+		irec = bpf_dynptr_data(&dp, item_at, sizeof(*irec));
+		if (!irec) {
+			read_err = -EFAULT;
+			break;
 		}
+		irec->index = index;
+		irec->queue = item->queue;
+		irec->len = item->len;
+		irec->skip = item->skip;
+		irec->seq = item->seq;
+		irec->end_seq = item->end_seq;
+		irec->flags = item->flags;
+		irec->nr_fds = item->nr_fds;
+		irec->src_port = item->src_port;
+		irec->pad0 = 0;
+		irec->pad1 = 0;
+		__builtin_memcpy(irec->src_addr, item->src_addr,
+				 sizeof(irec->src_addr));
 		len = item->len;
+		at = item_at + sizeof(*irec);
 		item_done = 0;
 		bpf_for(i, 0, MAX_CHUNKS) {
 			off = i * CRIB_SOCK_CHUNK;
@@ -286,39 +304,32 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 			n = len - off;
 			if (n > CRIB_SOCK_CHUNK)
 				n = CRIB_SOCK_CHUNK;
-			room = chunk_room(n);
-			if (bpf_ringbuf_reserve_dynptr(&records,
-						       sizeof(drec) + room, 0,
-						       &dp)) {
-				bpf_ringbuf_discard_dynptr(&dp, 0);
-				nr_dropped++;
-				continue;
-			}
-			drec.hdr.type = CRIB_REC_SOCK_DATA;
-			drec.hdr.size = sizeof(drec) + room;
-			drec.hdr.seq = nr_seq;
-			drec.fd = fd;
-			drec.index = index;
-			drec.offset = off;
-			drec.len = n;
-			err = bpf_dynptr_write(&dp, 0, &drec, sizeof(drec), 0);
-			if (!err)
-				err = read_chunk(&qit, &dp, off, n, room);
+			err = read_chunk(&qit, &dp, at + off, off, n, chunk_room(n));
 			if (err) {
 				/* Nothing short of a kernel bug gets here. */
 				read_err = err;
-				bpf_ringbuf_discard_dynptr(&dp, 0);
 				break;
 			}
-			bpf_ringbuf_submit_dynptr(&dp, BPF_RB_NO_WAKEUP);
-			nr_seq++;
 			item_done += n;
 		}
-		/* Every byte read (or counted as dropped), else the loop ran out. */
-		if (!read_err && item_done < len && !nr_dropped)
+		/* Every byte read, else the loop ran out. */
+		if (!read_err && item_done < len)
 			read_err = -E2BIG;
+		if (read_err)
+			break;
+		item_at = at + ((len + 7) & ~7U);
 		index++;
 	}
+	if (!read_err && index != nr)
+		read_err = -EFAULT;
+	if (read_err) {
+		bpf_ringbuf_discard_dynptr(&dp, 0);
+		goto out;
+	}
+	rec->items_size = item_at - sizeof(*rec);
+	bpf_ringbuf_submit_dynptr(&dp, BPF_RB_NO_WAKEUP);
+	nr_seq++;
+out:
 	bpf_iter_sock_queue_destroy(&qit);
 }
 

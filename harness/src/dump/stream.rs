@@ -6,7 +6,7 @@
 use std::mem::size_of;
 
 use super::DumpError;
-use crate::records::{crib_rec_end, crib_rec_hdr, CRIB_REC_END};
+use crate::records::{crib_rec_end, crib_rec_hdr, CRIB_REC_END, CRIB_REC_SOCK};
 
 /// The end record of one program run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,14 @@ pub(crate) fn record_header(index: usize, bytes: &[u8]) -> Result<crib_rec_hdr, 
             format!("{} bytes, shorter than a record header", bytes.len()),
         )
     })?;
-    if usize::from(hdr.size) != bytes.len() {
+    // A socket record's packets follow its fixed part, which is what hdr.size counts: they
+    // can be more than its 16 bits hold (crib_records.h). Its decoder checks the rest.
+    let fits = if u32::from(hdr.type_) == CRIB_REC_SOCK {
+        usize::from(hdr.size) <= bytes.len()
+    } else {
+        usize::from(hdr.size) == bytes.len()
+    };
+    if !fits {
         return Err(bad_record(
             index,
             format!(

@@ -1,18 +1,15 @@
 //! Decoding a socket dump's records in place and checking that the stream is complete: every
-//! socket followed by exactly the items its record announces, every item by exactly its bytes,
-//! the snapshot's per-queue counts and byte totals equal to what the items add up to, and the
+//! socket record holding exactly the packets it announces, every packet exactly its bytes, the
+//! snapshot's per-queue counts and byte totals equal to what the packets add up to, and the
 //! end record last ([`finish`]).
 
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{errno_str, Item, Queue, QueueStore, SockDump, SockRecord, F_V6};
-use crate::dump::stream::{bad_record, fixed_record};
+use super::{errno_str, Item, Queue, QueueStore, SockDump, SockRecord, F_V6, NR_QUEUES};
+use crate::dump::stream::bad_record;
 use crate::dump::{read_pod, DumpError, EndRecord, RecordSink, StreamCheck};
-use crate::records::{
-    crib_rec_sock, crib_rec_sock_data, crib_rec_sock_item, CRIB_REC_END, CRIB_REC_SOCK,
-    CRIB_REC_SOCK_DATA, CRIB_REC_SOCK_ITEM, CRIB_SOCK_CHUNK, CRIB_SOCK_ROOM_MIN,
-};
+use crate::records::{crib_rec_sock, crib_sock_item, CRIB_REC_END, CRIB_REC_SOCK, CRIB_SOCK_SLACK};
 
 fn addr_of(family: u16, raw: &[u8; 16], port: u16) -> Option<(IpAddr, u16)> {
     match i32::from(family) {
@@ -67,10 +64,10 @@ pub struct RawSockDump<Q: QueueStore = Vec<u8>> {
 const MAX_RESERVE: u64 = 64 << 20;
 
 /// Decodes the records of one run as they come, in place, and checks them: sizes, sequence
-/// numbers, that every item belongs to the socket before it and comes in index order, that
-/// data chunks are contiguous and add up to their item's length, that each socket got
-/// exactly the items it announced, and that the snapshot's per-queue counts and byte totals
-/// equal the items'. The first problem stops the decoding and is kept.
+/// numbers, that each socket record holds exactly the packets it announces, in index order,
+/// each with exactly its bytes and nothing after the last but the program's slack, and that
+/// the snapshot's per-queue counts and byte totals equal the packets'. The first problem stops
+/// the decoding and is kept.
 #[derive(Debug, Default)]
 pub struct SockDecoder<Q: QueueStore = Vec<u8>> {
     check: StreamCheck,
@@ -104,145 +101,137 @@ impl<Q: QueueStore> SockDecoder<Q> {
 
     fn push(&mut self, bytes: &[u8]) -> Result<(), DumpError> {
         let (index, hdr) = self.check.next(bytes)?;
-        let bad = |reason: String| bad_record(index, reason);
-        let ty = u32::from(hdr.type_);
-        match ty {
-            CRIB_REC_SOCK => {
-                self.close_sock(index)?;
-                let sock = decode_sock(&fixed_record(index, ty, bytes)?);
-                if sock.queue_err != 0 && sock.nr_items != 0 {
-                    return Err(bad(format!(
-                        "fd {}: queue error {} but {} items announced",
-                        sock.fd, sock.queue_err, sock.nr_items
-                    )));
-                }
-                if self.summaries && sock.nr_items != 0 {
-                    return Err(bad(format!("fd {}: items in a summary", sock.fd)));
-                }
-                let mut s = SockDump::<Q>::new(sock);
-                if !self.summaries {
-                    for (q, &b) in s.queues.iter_mut().zip(&s.sock.bytes) {
-                        q.reserve(b.min(MAX_RESERVE) as usize);
-                    }
-                }
-                self.socks.push(s);
-            }
-            CRIB_REC_SOCK_ITEM if !self.summaries => {
-                let r: crib_rec_sock_item = fixed_record(index, ty, bytes)?;
-                self.push_item(index, &r)?;
-            }
-            CRIB_REC_SOCK_DATA if !self.summaries => self.push_data(index, bytes)?,
-            CRIB_REC_END => self.close_sock(index)?,
-            CRIB_REC_SOCK_ITEM | CRIB_REC_SOCK_DATA => {
-                return Err(bad(format!("record type {ty} in a summary dump")))
-            }
-            _ => return Err(bad(format!("unknown record type {ty}"))),
+        match u32::from(hdr.type_) {
+            CRIB_REC_SOCK => self.push_sock(index, bytes),
+            CRIB_REC_END => Ok(()),
+            ty => Err(bad_record(index, format!("unknown record type {ty}"))),
         }
-        Ok(())
     }
 
-    fn push_item(&mut self, index: usize, r: &crib_rec_sock_item) -> Result<(), DumpError> {
+    /// A socket record: its fixed part, then its packets, each a `crib_sock_item` and its
+    /// bytes padded to 8, `items_size` bytes in all, then at most the program's slack.
+    fn push_sock(&mut self, index: usize, bytes: &[u8]) -> Result<(), DumpError> {
         let bad = |reason: String| bad_record(index, reason);
-        let s = self
-            .socks
-            .last_mut()
-            .ok_or_else(|| bad("item before any socket record".into()))?;
-        if r.fd != s.sock.fd || r.index as usize != s.items.len() {
-            return Err(bad(format!(
-                "item fd {} index {} after {} items of fd {}",
-                r.fd,
-                r.index,
-                s.items.len(),
-                s.sock.fd
-            )));
-        }
-        if let Some(prev) = s.items.last() {
-            check_item_complete(index, s.sock.fd, prev)?;
-        }
-        let queue = Queue::from_raw(r.queue).ok_or_else(|| {
+        let fixed = size_of::<crib_rec_sock>();
+        let r: crib_rec_sock = read_pod(bytes).ok_or_else(|| {
             bad(format!(
-                "fd {} item {}: unknown queue {}",
-                r.fd, r.index, r.queue
-            ))
-        })?;
-        let fam = if r.flags & F_V6 != 0 {
-            libc::AF_INET6
-        } else {
-            libc::AF_INET
-        } as u16;
-        let src = (queue == Queue::UdpRecv)
-            .then(|| addr_of(fam, &r.src_addr, u16::from_be(r.src_port)))
-            .flatten();
-        let at = s.queues[queue as usize].len();
-        s.items.push(Item {
-            index: r.index,
-            queue,
-            len: r.len,
-            skip: r.skip,
-            seq: r.seq,
-            end_seq: r.end_seq,
-            flags: r.flags,
-            nr_fds: r.nr_fds,
-            src,
-            data: at..at,
-        });
-        Ok(())
-    }
-
-    /// A chunk: its fixed part, then its bytes, which go straight to the end of its queue.
-    fn push_data(&mut self, index: usize, bytes: &[u8]) -> Result<(), DumpError> {
-        let bad = |reason: String| bad_record(index, reason);
-        let fixed = size_of::<crib_rec_sock_data>();
-        let r: crib_rec_sock_data = read_pod(bytes).ok_or_else(|| {
-            bad(format!(
-                "data record of {} bytes, shorter than its {fixed}-byte fixed part",
+                "socket record of {} bytes, shorter than its {fixed}-byte fixed part",
                 bytes.len()
             ))
         })?;
-        let room = &bytes[fixed..];
-        if r.len == 0 || r.len > CRIB_SOCK_CHUNK || room.len() != chunk_room(r.len) {
+        if usize::from(r.hdr.size) != fixed {
             return Err(bad(format!(
-                "fd {} item {}: data record with {} bytes of room says it carries {} \
-                 (1..={CRIB_SOCK_CHUNK} bytes, in room rounded up to a power of two >= \
-                 {CRIB_SOCK_ROOM_MIN})",
-                r.fd,
-                r.index,
-                room.len(),
-                r.len
+                "socket record's fixed part is {} bytes, expected {fixed} (from another ABI)",
+                r.hdr.size
             )));
         }
-        // The record's room past len is not data (crib_records.h, CRIB_SOCK_ROOM_MIN).
-        let payload = &room[..r.len as usize];
-        let s = self.socks.last_mut().filter(|s| s.sock.fd == r.fd);
-        let Some(s) = s.filter(|s| s.items.last().is_some_and(|i| i.index == r.index)) else {
+        let sock = decode_sock(&r);
+        let fd = sock.fd;
+        let nr_items = sock.nr_items as usize;
+        if sock.queue_err != 0 && nr_items != 0 {
             return Err(bad(format!(
-                "data of fd {} item {} does not follow that item",
-                r.fd, r.index
-            )));
-        };
-        let SockDump { items, queues, .. } = s;
-        let Some(item) = items.last_mut() else {
-            return Err(bad("data before any item".into()));
-        };
-        let have = item.data.len();
-        if r.offset as usize != have || have + payload.len() > item.len as usize {
-            return Err(bad(format!(
-                "fd {} item {}: chunk at offset {} of {} bytes, after {have} of {} bytes",
-                r.fd, r.index, r.offset, r.len, item.len
+                "fd {fd}: queue error {} but {nr_items} packets announced",
+                sock.queue_err
             )));
         }
-        let q = &mut queues[item.queue as usize];
-        q.append(payload);
-        item.data.end = q.len();
+        if self.summaries && nr_items != 0 {
+            return Err(bad(format!("fd {fd}: packets in a summary")));
+        }
+        let rest = &bytes[fixed..];
+        let items_size = r.items_size as usize;
+        let Some(mut area) = rest.get(..items_size) else {
+            return Err(bad(format!(
+                "fd {fd}: {items_size} bytes of packets announced, the record has {} after its \
+                 fixed part",
+                rest.len()
+            )));
+        };
+        // Reserved before the packets were seen: 7 bytes of padding a packet and the last
+        // read's slice at most (crib_records.h); anything longer is not this program's record.
+        let slack = rest.len() - items_size;
+        let max_slack = if nr_items == 0 {
+            0
+        } else {
+            7 * nr_items + CRIB_SOCK_SLACK as usize
+        };
+        if slack > max_slack {
+            return Err(bad(format!(
+                "fd {fd}: {slack} bytes after its packets, more than the {max_slack} the \
+                 program reserves beyond them"
+            )));
+        }
+        let mut s = SockDump::<Q>::new(sock);
+        if !self.summaries {
+            for (q, &b) in s.queues.iter_mut().zip(&s.sock.bytes) {
+                q.reserve(b.min(MAX_RESERVE) as usize);
+            }
+        }
+        let head = size_of::<crib_sock_item>();
+        s.items.reserve_exact(nr_items.min(area.len() / head));
+        for i in 0..nr_items {
+            let it: crib_sock_item = read_pod(area).ok_or_else(|| {
+                bad(format!(
+                    "fd {fd}: packet {i} of {nr_items}: its header runs past the record's \
+                     {items_size} bytes of packets"
+                ))
+            })?;
+            area = &area[head..];
+            if it.index as usize != i {
+                return Err(bad(format!(
+                    "fd {fd}: packet {i} says it is packet {}",
+                    it.index
+                )));
+            }
+            let queue = Queue::from_raw(it.queue)
+                .ok_or_else(|| bad(format!("fd {fd} packet {i}: unknown queue {}", it.queue)))?;
+            let len = it.len as usize;
+            let padded = len.next_multiple_of(8);
+            if area.len() < padded {
+                return Err(bad(format!(
+                    "fd {fd} packet {i}: its {len} bytes run past the record's packets \
+                     ({} bytes left)",
+                    area.len()
+                )));
+            }
+            let payload = &area[..len];
+            area = &area[padded..];
+            let fam = if it.flags & F_V6 != 0 {
+                libc::AF_INET6
+            } else {
+                libc::AF_INET
+            } as u16;
+            let src = (queue == Queue::UdpRecv)
+                .then(|| addr_of(fam, &it.src_addr, u16::from_be(it.src_port)))
+                .flatten();
+            let q = &mut s.queues[queue as usize];
+            let at = q.len();
+            if !payload.is_empty() {
+                q.append(payload);
+            }
+            s.items.push(Item {
+                index: it.index,
+                queue,
+                len: it.len,
+                skip: it.skip,
+                seq: it.seq,
+                end_seq: it.end_seq,
+                flags: it.flags,
+                nr_fds: it.nr_fds,
+                src,
+                data: at..q.len(),
+            });
+        }
+        if !area.is_empty() {
+            return Err(bad(format!(
+                "fd {fd}: {} bytes of packets left after its {nr_items} packets",
+                area.len()
+            )));
+        }
+        if !self.summaries {
+            check_sock_complete(index, &s)?;
+        }
+        self.socks.push(s);
         Ok(())
-    }
-
-    /// The socket before record `index` is complete (no-op before the first).
-    fn close_sock(&self, index: usize) -> Result<(), DumpError> {
-        match self.socks.last() {
-            Some(prev) if !self.summaries => check_sock_complete(index, prev),
-            _ => Ok(()),
-        }
     }
 
     /// What was decoded, or the first problem.
@@ -288,12 +277,6 @@ impl<Q: QueueStore> RecordSink for SockDecoder<Q> {
     }
 }
 
-/// The payload room of a data record carrying `len` bytes: `len` rounded up to a power of two,
-/// at least `CRIB_SOCK_ROOM_MIN` (`chunk_room()` in dump_socks.bpf.c).
-pub fn chunk_room(len: u32) -> usize {
-    len.max(CRIB_SOCK_ROOM_MIN).next_power_of_two() as usize
-}
-
 /// Decode the records of one run, copied out of the ring buffer ([`SockDecoder`] decodes them
 /// in place).
 pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawSockDump, DumpError> {
@@ -304,38 +287,17 @@ pub fn decode_stream(records: &[Vec<u8>]) -> Result<RawSockDump, DumpError> {
     d.into_raw()
 }
 
-fn check_item_complete(index: usize, fd: u32, item: &Item) -> Result<(), DumpError> {
-    if item.data.len() != item.len as usize {
-        return Err(bad_record(
-            index,
-            format!(
-                "fd {fd} item {} ({}): {} of its {} bytes arrived",
-                item.index,
-                item.queue,
-                item.data.len(),
-                item.len
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn check_sock_complete<Q: QueueStore>(index: usize, s: &SockDump<Q>) -> Result<(), DumpError> {
     let bad = |reason: String| bad_record(index, reason);
-    if let Some(last) = s.items.last() {
-        check_item_complete(index, s.sock.fd, last)?;
-    }
-    if s.items.len() != s.sock.nr_items as usize {
-        return Err(bad(format!(
-            "fd {}: {} items announced, {} arrived",
-            s.sock.fd,
-            s.sock.nr_items,
-            s.items.len()
-        )));
+    // One pass over the items (this runs once per socket of every dump).
+    let mut nrs = [0usize; NR_QUEUES];
+    let mut sums = [0u64; NR_QUEUES];
+    for i in &s.items {
+        nrs[i.queue as usize] += 1;
+        sums[i.queue as usize] += u64::from(i.len);
     }
     for q in Queue::ALL {
-        let nr = s.queue(q).count();
-        let bytes: u64 = s.queue(q).map(|i| u64::from(i.len)).sum();
+        let (nr, bytes) = (nrs[q as usize], sums[q as usize]);
         let held = s.queue_store(q).len() as u64;
         if nr != s.sock.nr_of(q) as usize || bytes != s.sock.bytes_of(q) || held != bytes {
             return Err(bad(format!(

@@ -1,20 +1,20 @@
 //! Socket dumps: run `selftests/progs/dump_socks.bpf.c` against a pid, decode its records
-//! (one socket record, then per queued packet an item record and the data chunks of its bytes)
-//! into typed values, and check that the stream is internally complete.
+//! (one per socket: its fixed part, then each queued packet's header and bytes) into typed
+//! values, and check that the stream is internally complete.
 //!
 //! Records are decoded in place, in the ring buffer's memory ([`SockDecoder`] is the
 //! [`RecordSink`] of the run): the one copy of a queue's bytes is the one into that queue's
 //! byte vector, sized beforehand from the socket record's totals. [`SockDumper::dump_in_place`]
-//! does not make that copy either: each queue keeps where its chunks are in the ring buffer
-//! ([`InRing`]), read back through the run's `RingSpan`, which holds the records' room until
+//! does not make that copy either: each queue keeps where its packets' bytes are in the ring
+//! buffer ([`InRing`], a chunk per packet), read back through the run's `RingSpan`, which holds the records' room until
 //! the dump is dropped.
 //!
 //! The layouts come from bindgen (`crate::records`). A dump is returned only when it is
 //! complete: the program returned 0, the end record came last with no error and no drops, every
-//! socket is followed by exactly the items its record announces, every item by exactly its
-//! bytes, and the per-queue counts and byte totals the kernel took with the snapshot equal what
-//! the items add up to. A socket whose queues the kernel refused (kTLS, listening, MPTCP,
-//! sockmap) is part of a complete dump: its `queue_err` says why and no items follow it.
+//! socket record holds exactly the packets (items) it announces, each with exactly its bytes,
+//! and the per-queue counts and byte totals the kernel took with the snapshot equal what the
+//! items add up to. A socket whose queues the kernel refused (kTLS, listening, MPTCP, sockmap)
+//! is part of a complete dump: its `queue_err` says why and it holds no items.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -400,4 +400,4 @@ mod decode;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{chunk_room, decode_stream, finish, RawSockDump, SockDecoder};
+pub use decode::{decode_stream, finish, RawSockDump, SockDecoder};
