@@ -297,20 +297,32 @@ static __always_inline void dump_socket(struct socket *sock, __u32 fd, __u32 que
 		len = item->len;
 		at = item_at + sizeof(*irec);
 		item_done = 0;
-		bpf_for(i, 0, MAX_CHUNKS) {
-			off = i * CRIB_SOCK_CHUNK;
-			if (off >= len)
-				break;
-			n = len - off;
-			if (n > CRIB_SOCK_CHUNK)
-				n = CRIB_SOCK_CHUNK;
-			err = read_chunk(&qit, &dp, at + off, off, n, chunk_room(n));
-			if (err) {
-				/* Nothing short of a kernel bug gets here. */
+		if (len <= CRIB_SOCK_CHUNK) {
+			/*
+			 * Most packets: one read, without the numbers
+			 * iterator's three kfunc calls.
+			 */
+			err = len ? read_chunk(&qit, &dp, at, 0, len, chunk_room(len)) : 0;
+			if (err)
 				read_err = err;
-				break;
+			else
+				item_done = len;
+		} else {
+			bpf_for(i, 0, MAX_CHUNKS) {
+				off = i * CRIB_SOCK_CHUNK;
+				if (off >= len)
+					break;
+				n = len - off;
+				if (n > CRIB_SOCK_CHUNK)
+					n = CRIB_SOCK_CHUNK;
+				err = read_chunk(&qit, &dp, at + off, off, n, chunk_room(n));
+				if (err) {
+					/* Nothing short of a kernel bug gets here. */
+					read_err = err;
+					break;
+				}
+				item_done += n;
 			}
-			item_done += n;
 		}
 		/* Every byte read, else the loop ran out. */
 		if (!read_err && item_done < len)
