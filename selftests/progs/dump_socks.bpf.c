@@ -74,11 +74,11 @@ __s32 read_err;
 /*
  * Identity, addresses, and for TCP the windows and scales. @sk is the
  * socket's sock, read from the acquired struct socket: each field is a
- * plain CO-RE load, which the verifier emits as a BPF_PROBE_MEM load (one
- * instruction, a fault fixed up to 0) instead of a bpf_probe_read_kernel()
- * call per field, as crib_fill_file() does. Inlined: a global function
- * takes no kernel pointer, and reading sock->sk with
- * bpf_probe_read_kernel() to pass it as a number was a helper call per
+ * plain CO-RE load (where the verifier does not trust the pointer, a
+ * BPF_PROBE_MEM load: one instruction, a fault fixed up to 0) instead of a
+ * bpf_probe_read_kernel() call per field, as crib_fill_file() does.
+ * Inlined: a global function takes no kernel pointer, and reading sock->sk
+ * with bpf_probe_read_kernel() to pass it as a number was a helper call per
  * socket (4% of the program's samples). The window scales are bitfields,
  * which only the probed read reaches.
  */
@@ -155,7 +155,8 @@ static __always_inline __u32 chunk_room(__u32 n)
  * of @room = chunk_room(@n) bytes: straight from the packet, once. The read
  * kfunc and bpf_dynptr_data() take constant sizes, hence one call per room
  * size; the kfunc copies min(room, bytes left) = @n and leaves the rest of
- * the slice alone (the next packet's place, or the record's slack).
+ * the slice alone (the next packet's place, or the record's slack: what the
+ * ring buffer held there: older records of this program, or zeroes).
  * (Reading a short tail into a global buffer and bpf_dynptr_write()-ing it
  * into place copied half of all bytes twice: 41% of the program's samples.)
  * Returns 0 or an errno.
