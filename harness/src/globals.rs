@@ -259,6 +259,7 @@ mod tests {
     #[test]
     fn offsets_come_from_the_opened_objects_btf() {
         let path = std::path::Path::new(crate::BPF_DIR).join("dump_socks.bpf.o");
+        crate::loader::not_built(&path).unwrap_or_else(|e| panic!("{e}"));
         let open = ObjectBuilder::default()
             .open_file(&path)
             .expect("open dump_socks.bpf.o");

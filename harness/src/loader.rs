@@ -36,6 +36,16 @@ pub const TEST_DATA_LEN: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum LoaderError {
+    /// build.rs found no kernel build to compile against (its `MISSING` marker): the first
+    /// `cargo nextest run` of a new `CRIB_VARIANT` compiles the harness before the setup script
+    /// builds the kernels.
+    #[error(
+        "BPF object {path} was not built: when cargo compiled the harness there was no kernel \
+         build at {kdir} (build.rs compiles the programs against its vmlinux.h). Build the \
+         kernels (scripts/build; nextest's setup script does it), then run cargo build or \
+         cargo nextest run again: cargo then compiles the programs"
+    )]
+    NotBuilt { path: PathBuf, kdir: String },
     #[error("cannot open BPF object {path}: {source}")]
     Open {
         path: PathBuf,
@@ -223,6 +233,22 @@ pub fn load_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<Loaded, Loade
     Ok(open_one(obj, prog, opts)?.load())
 }
 
+/// [`LoaderError::NotBuilt`] if `obj` is missing from a directory where build.rs left its
+/// marker of having had no kernel build to compile against.
+pub fn not_built(obj: &Path) -> Result<(), LoaderError> {
+    if obj.exists() {
+        return Ok(());
+    }
+    let marker = obj.parent().map(|d| d.join("MISSING"));
+    match marker.and_then(|m| std::fs::read_to_string(m).ok()) {
+        Some(kdir) => Err(LoaderError::NotBuilt {
+            path: obj.to_path_buf(),
+            kdir: kdir.trim().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// An object opened and set up to load one program: the first half of [`load_one`].
 /// [`load`](PendingLoad::load) finishes it; [`prepare`](PendingLoad::prepare) before that
 /// splits off everything but the program loads, so that the two can run with different
@@ -240,6 +266,7 @@ pub struct PendingLoad {
 /// Open `obj` and set up `prog` (log buffer, log level, flags), the `opts.also_load`
 /// programs and the maps as [`load_one`] does, without touching the kernel.
 pub fn open_one(obj: &Path, prog: &str, opts: &LoadOpts) -> Result<PendingLoad, LoaderError> {
+    not_built(obj)?;
     let mut open = ObjectBuilder::default()
         .open_file(obj)
         .map_err(|source| LoaderError::Open {
@@ -513,5 +540,26 @@ mod tests {
     fn missing_object_is_an_error() {
         let r = load_one(Path::new("/nonexistent/x.bpf.o"), "p", &LoadOpts::default());
         assert!(matches!(r, Err(LoaderError::Open { .. })));
+    }
+
+    /// An object build.rs could not compile (no kernel build yet) says so and what to run.
+    #[test]
+    fn object_build_rs_skipped_says_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("MISSING"),
+            "/cache/kernels/clang-debug/stock",
+        )
+        .expect("marker");
+        let r = load_one(&dir.path().join("x.bpf.o"), "p", &LoadOpts::default());
+        let Err(e @ LoaderError::NotBuilt { .. }) = r else {
+            panic!("expected NotBuilt, got {r:?}");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("no kernel build at /cache/kernels/clang-debug/stock"),
+            "{msg}"
+        );
+        assert!(msg.contains("cargo nextest run again"), "{msg}");
     }
 }

@@ -341,7 +341,11 @@ mod tests {
             let why = std::fs::read_to_string(dir.join("MISSING"))
                 .map(|k| format!("no kernel build at {k} when the harness was built"))
                 .unwrap_or_else(|_| "the object was not built".into());
-            panic!("{}: {why}: run scripts/build", obj.display());
+            panic!(
+                "{}: {why}: build the kernels (scripts/build), then cargo builds the programs on \
+                 its next run",
+                obj.display()
+            );
         }
         obj
     }
